@@ -1,0 +1,90 @@
+//! Bounds-checked reads from the inspection buffer.
+//!
+//! Every read checks the offset against the constant buffer size first (so the
+//! verifier sees a bounded offset into a fixed-size map value) and then against
+//! the number of valid bytes. No read can panic: there is no panic path in the
+//! eBPF object for the verifier to reject.
+
+use crate::types::{Addr, FRAME_MAX};
+
+pub struct Frame<'a> {
+    buf: &'a [u8; FRAME_MAX],
+    /// Valid bytes in `buf` (at most `FRAME_MAX`).
+    len: usize,
+    /// Length of the frame on the wire (may exceed `len`).
+    wire_len: usize,
+}
+
+impl<'a> Frame<'a> {
+    #[inline(always)]
+    pub fn new(buf: &'a [u8; FRAME_MAX], len: usize, wire_len: usize) -> Self {
+        let len = if len > FRAME_MAX { FRAME_MAX } else { len };
+        Self { buf, len, wire_len }
+    }
+
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline(always)]
+    pub fn wire_len(&self) -> usize {
+        self.wire_len
+    }
+
+    #[inline(always)]
+    pub fn u8(&self, off: usize) -> Option<u8> {
+        if off >= FRAME_MAX || off >= self.len {
+            return None;
+        }
+        Some(self.buf[off])
+    }
+
+    #[inline(always)]
+    pub fn be16(&self, off: usize) -> Option<u16> {
+        if off >= FRAME_MAX - 1 || off + 2 > self.len {
+            return None;
+        }
+        Some(u16::from_be_bytes([self.buf[off], self.buf[off + 1]]))
+    }
+
+    #[inline(always)]
+    pub fn be32(&self, off: usize) -> Option<u32> {
+        if off >= FRAME_MAX - 3 || off + 4 > self.len {
+            return None;
+        }
+        Some(u32::from_be_bytes([
+            self.buf[off],
+            self.buf[off + 1],
+            self.buf[off + 2],
+            self.buf[off + 3],
+        ]))
+    }
+
+    #[inline(always)]
+    pub fn bytes4(&self, off: usize) -> Option<[u8; 4]> {
+        if off >= FRAME_MAX - 3 || off + 4 > self.len {
+            return None;
+        }
+        Some([self.buf[off], self.buf[off + 1], self.buf[off + 2], self.buf[off + 3]])
+    }
+
+    #[inline(always)]
+    pub fn addr16(&self, off: usize) -> Option<Addr> {
+        if off >= FRAME_MAX - 15 || off + 16 > self.len {
+            return None;
+        }
+        let mut a = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            a[i] = self.buf[off + i];
+            i += 1;
+        }
+        Some(a)
+    }
+}

@@ -1,0 +1,283 @@
+//! `#[repr(C)]` map keys and values. No implicit padding anywhere: every struct
+//! spells its pad bytes, and a compile-time assert pins each size, because the
+//! kernel compares keys bytewise and the verifier rejects uninitialised stack reads.
+
+use core::mem::size_of;
+
+/// Bytes of a frame the decision function can see. A power of two so that the
+/// eBPF side can mask offsets; larger frames to a conduit port are dropped
+/// (`Reason::Oversize`), never judged on a prefix.
+pub const FRAME_MAX: usize = 2048;
+/// Address ranges per rule (bounded loop in the verifier).
+pub const MAX_RANGES: usize = 16;
+/// ADUs judged in one TCP segment; a segment carrying more is dropped.
+pub const MAX_ADUS: usize = 16;
+/// Distinct TCP ports that conduits protect.
+pub const MAX_PORTS: usize = 8;
+pub const MAX_CONDUITS: u32 = 4096;
+pub const MAX_RULES: u32 = 65536;
+pub const MAX_FLOWS: u32 = 65536;
+pub const MAX_ASSETS: u32 = 4096;
+pub const MAX_CONDUIT_PREFIXES: u32 = 65536;
+/// Conduit id used in events for traffic that matched no conduit.
+pub const NO_CONDUIT: u16 = u16::MAX;
+
+/// An IPv6 address, or an IPv4 address mapped as `::ffff:a.b.c.d`, network order.
+pub type Addr = [u8; 16];
+
+pub const fn ipv4_mapped(v4: [u8; 4]) -> Addr {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]
+}
+
+pub const fn is_ipv4_mapped(a: &Addr) -> bool {
+    a[0] == 0
+        && a[1] == 0
+        && a[2] == 0
+        && a[3] == 0
+        && a[4] == 0
+        && a[5] == 0
+        && a[6] == 0
+        && a[7] == 0
+        && a[8] == 0
+        && a[9] == 0
+        && a[10] == 0xff
+        && a[11] == 0xff
+}
+
+/// Key of the conduit LPM trie, laid out as the kernel's `bpf_lpm_trie_key`
+/// (prefix length, then data) so that the eBPF side passes it without a copy:
+/// destination address and port are always matched exactly (the first
+/// [`CONDUIT_KEY_FIXED_BITS`] bits), the source by prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConduitKey {
+    /// Bits of the data that count: [`CONDUIT_KEY_BITS`] for a lookup.
+    pub prefix_len: u32,
+    pub dst: Addr,
+    /// Network byte order.
+    pub dst_port: [u8; 2],
+    pub src: Addr,
+    /// Beyond every prefix length, never compared.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<ConduitKey>() == 40);
+/// Bytes of LPM data after the prefix length.
+pub const CONDUIT_KEY_DATA: usize = 36;
+/// Bits of a [`ConduitKey`] before the source address.
+pub const CONDUIT_KEY_FIXED_BITS: u32 = 144;
+/// A full-length lookup key.
+pub const CONDUIT_KEY_BITS: u32 = 272;
+
+impl ConduitKey {
+    /// A lookup key (all bits significant).
+    pub const fn new(dst: Addr, dst_port: u16, src: Addr) -> Self {
+        Self::with_prefix(dst, dst_port, src, 128)
+    }
+
+    /// An entry matching sources in `src/src_prefix` (prefix of the 128-bit,
+    /// IPv4-mapped address).
+    pub const fn with_prefix(dst: Addr, dst_port: u16, src: Addr, src_prefix: u32) -> Self {
+        Self {
+            prefix_len: CONDUIT_KEY_FIXED_BITS + src_prefix,
+            dst,
+            dst_port: dst_port.to_be_bytes(),
+            src,
+            _pad: [0; 2],
+        }
+    }
+}
+
+pub const MODE_ENFORCE: u8 = 0;
+pub const MODE_MONITOR: u8 = 1;
+pub const ON_DENY_RESET: u8 = 0;
+pub const ON_DENY_DROP: u8 = 1;
+
+/// What a conduit is: its id (index into counters and names), mode, deny
+/// action and the unit ids it may address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conduit {
+    pub id: u16,
+    pub port: u16,
+    /// `MODE_ENFORCE` or `MODE_MONITOR`.
+    pub mode: u8,
+    /// `ON_DENY_RESET` or `ON_DENY_DROP`.
+    pub on_deny: u8,
+    pub _pad: [u8; 2],
+    /// Bit `u` set: unit id `u` allowed.
+    pub units: [u64; 4],
+}
+const _: () = assert!(size_of::<Conduit>() == 40);
+
+impl Conduit {
+    #[inline(always)]
+    pub const fn allows_unit(&self, unit: u8) -> bool {
+        (self.units[(unit >> 6) as usize] >> (unit & 63)) & 1 == 1
+    }
+}
+
+/// Which address list of a rule: FC 23 carries a read and a write range.
+pub const PART_MAIN: u8 = 0;
+pub const PART_WRITE: u8 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleKey {
+    pub conduit: u16,
+    pub function: u8,
+    /// `PART_MAIN`, or `PART_WRITE` for the write half of FC 23.
+    pub part: u8,
+}
+const _: () = assert!(size_of::<RuleKey>() == 4);
+
+/// Inclusive range of 0-based protocol addresses (or of FC 8 sub-functions /
+/// FC 43 MEI types, for those functions).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AddrRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+/// One allowed function on one conduit. For functions that address data the
+/// request must lie wholly inside one range; `count == 0` then allows nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub count: u8,
+    pub _pad: [u8; 3],
+    pub ranges: [AddrRange; MAX_RANGES],
+}
+const _: () = assert!(size_of::<Rule>() == 68);
+
+impl Rule {
+    pub const EMPTY: Rule =
+        Rule { count: 0, _pad: [0; 3], ranges: [AddrRange { start: 0, end: 0 }; MAX_RANGES] };
+
+    /// True when `[first, last]` lies inside one range.
+    #[inline(always)]
+    pub fn covers(&self, first: u16, last: u16) -> bool {
+        let mut i = 0;
+        while i < MAX_RANGES {
+            if i >= self.count as usize {
+                return false;
+            }
+            let r = &self.ranges[i];
+            if r.start <= first && last <= r.end {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+/// A TCP connection on a conduit, always oriented client -> server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub client: Addr,
+    pub server: Addr,
+    pub client_port: u16,
+    pub server_port: u16,
+}
+const _: () = assert!(size_of::<FlowKey>() == 36);
+
+pub const FLOW_OPEN: u8 = 1;
+/// A segment was denied with a reset: the server got a RST; every later client
+/// packet is answered with a RST.
+pub const FLOW_RESETTING: u8 = 2;
+/// A segment was denied silently (`on_deny = "drop"`): its retransmissions are
+/// dropped without a new event.
+pub const FLOW_DROPPED: u8 = 3;
+
+/// What the gateway has judged of a client's byte stream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowState {
+    /// Next client sequence number the gateway expects (everything before it
+    /// has been judged and passed).
+    pub next_seq: u32,
+    /// Sequence number of the last judged segment, so that its exact
+    /// retransmission can be judged again rather than treated as an overlap.
+    pub last_start: u32,
+    /// Sequence number of the segment that was denied (`FLOW_DROPPED`).
+    pub denied_seq: u32,
+    pub state: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<FlowState>() == 16);
+
+/// Global data-plane settings (array map, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// TCP ports protected by conduits, host order; 0 = unused slot.
+    pub ports: [u16; MAX_PORTS],
+}
+const _: () = assert!(size_of::<Settings>() == 16);
+
+impl Settings {
+    #[inline(always)]
+    pub fn is_protected_port(&self, port: u16) -> bool {
+        let mut i = 0;
+        while i < MAX_PORTS {
+            if self.ports[i] != 0 && self.ports[i] == port {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+pub const EVENT_MONITOR: u8 = 1;
+/// Unit, function, address and quantity are valid.
+pub const EVENT_HAS_ADU: u8 = 2;
+
+/// A denied (or, in monitor mode, would-be-denied) segment, sent to user space
+/// through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Event {
+    /// `bpf_ktime_get_ns` in the kernel; capture time on the host.
+    pub ts_ns: u64,
+    pub src: Addr,
+    pub dst: Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub conduit: u16,
+    pub address: u16,
+    pub quantity: u16,
+    pub transaction: u16,
+    pub reason: u8,
+    pub action: u8,
+    pub unit: u8,
+    pub function: u8,
+    pub flags: u8,
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(size_of::<Event>() == 64);
+
+/// Per-conduit counters, indexed by `CONDUIT_*`.
+pub const CONDUIT_ALLOWED: usize = 0;
+pub const CONDUIT_DENIED: usize = 1;
+pub const CONDUIT_MONITORED: usize = 2;
+pub const CONDUIT_RESETS: usize = 3;
+pub type ConduitCounters = [u64; 4];
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)], contain only integers and byte arrays,
+    // and have no padding (sizes asserted above).
+    unsafe impl aya::Pod for ConduitKey {}
+    unsafe impl aya::Pod for Conduit {}
+    unsafe impl aya::Pod for RuleKey {}
+    unsafe impl aya::Pod for AddrRange {}
+    unsafe impl aya::Pod for Rule {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowState {}
+    unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for Event {}
+}
