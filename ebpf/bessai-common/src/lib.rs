@@ -11,13 +11,20 @@
 //! else in map values is host order.
 #![cfg_attr(not(any(test, feature = "user")), no_std)]
 
+#[cfg(any(test, feature = "user"))]
+pub mod craft;
 pub mod decide;
 pub mod frame;
+#[cfg(any(test, feature = "user"))]
+pub mod host;
 pub mod modbus;
 pub mod reason;
 pub mod rst;
 pub mod tcp_flow;
 pub mod types;
+
+#[cfg(test)]
+mod tests;
 
 pub use decide::{AduObserver, Decision, Layout, NoObserver, Tables, decide};
 pub use reason::{Action, Reason};

@@ -1,0 +1,345 @@
+//! Behaviour of the decision function on crafted frames, against hand-built
+//! tables (policy compilation is tested in the policy crate).
+
+use std::net::IpAddr;
+
+use proptest::prelude::*;
+
+use crate::{
+    craft::{self, TCP_ACK, TCP_PSH, TCP_SYN, TCP_URG, TcpFrame, adu, pdu},
+    frame::Frame,
+    host::HostTables,
+    rst::{rst_to_client, rst_to_server},
+    *,
+};
+
+const EMS: &str = "10.10.1.10";
+const MONITORED: &str = "10.10.1.30";
+const DROPPER: &str = "10.10.1.40";
+const OUTSIDER: &str = "10.10.9.9";
+const PCS: &str = "10.10.2.11";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn mapped(s: &str) -> Addr {
+    match ip(s) {
+        IpAddr::V4(v) => ipv4_mapped(v.octets()),
+        IpAddr::V6(v) => v.octets(),
+    }
+}
+
+fn rule(ranges: &[(u16, u16)]) -> Rule {
+    let mut r = Rule::EMPTY;
+    for (i, (s, e)) in ranges.iter().enumerate() {
+        r.ranges[i] = AddrRange { start: *s, end: *e };
+    }
+    r.count = ranges.len() as u8;
+    r
+}
+
+fn conduit(id: u16, mode: u8, on_deny: u8) -> Conduit {
+    let mut units = [0u64; 4];
+    units[0] = 1 << 1; // unit 1
+    Conduit { id, port: 502, mode, on_deny, _pad: [0; 2], units }
+}
+
+fn tables() -> HostTables {
+    let mut settings = Settings::default();
+    settings.ports[0] = 502;
+    let mut conduits = Vec::new();
+    let mut rules = Vec::new();
+    for (id, (src, mode, on_deny)) in [
+        (EMS, MODE_ENFORCE, ON_DENY_RESET),
+        (MONITORED, MODE_MONITOR, ON_DENY_RESET),
+        (DROPPER, MODE_ENFORCE, ON_DENY_DROP),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = id as u16;
+        conduits.push((
+            ConduitKey::with_prefix(mapped(PCS), 502, mapped(src), 128),
+            conduit(id, mode, on_deny),
+        ));
+        let key = |function, part| RuleKey { conduit: id, function, part };
+        rules.push((key(3, PART_MAIN), rule(&[(0, 99)])));
+        rules.push((key(6, PART_MAIN), rule(&[(40, 40), (50, 50)])));
+        rules.push((key(16, PART_MAIN), rule(&[(40, 41)])));
+        rules.push((key(23, PART_MAIN), rule(&[(0, 99)])));
+        rules.push((key(23, PART_WRITE), rule(&[(40, 41)])));
+        rules.push((key(8, PART_MAIN), rule(&[(0, 0)])));
+        rules.push((key(43, PART_MAIN), rule(&[(14, 14)])));
+        rules.push((key(17, PART_MAIN), Rule::EMPTY));
+    }
+    HostTables::new(settings, conduits, rules, [mapped(PCS)])
+}
+
+fn judge(t: &mut HostTables, frame: &[u8]) -> (Decision, Layout) {
+    let mut buf = [0u8; FRAME_MAX];
+    let n = frame.len().min(FRAME_MAX);
+    buf[..n].copy_from_slice(&frame[..n]);
+    let mut lay = Layout::default();
+    let d = decide(&Frame::new(&buf, n, frame.len()), t, &mut NoObserver, &mut lay);
+    (d, lay)
+}
+
+fn client(src: &str) -> TcpFrame {
+    TcpFrame::new(ip(src), ip(PCS), 40000, 502)
+}
+
+/// SYN, then the given ADUs as one segment; returns the data segment's decision.
+fn handshake_then(t: &mut HostTables, src: &str, payload: Vec<u8>) -> Decision {
+    let (d, _) = judge(t, &client(src).seq(999).flags(TCP_SYN).build());
+    assert_eq!(d.reason, Reason::TcpControl);
+    judge(t, &client(src).seq(1000).payload(payload).build()).0
+}
+
+#[test]
+fn allowed_read_passes_after_handshake() {
+    let mut t = tables();
+    let d = handshake_then(&mut t, EMS, adu(1, 1, &pdu::read_holding(0, 10)));
+    assert_eq!((d.action, d.reason, d.conduit, d.event), (Action::Pass, Reason::Allowed, 0, false));
+    assert_eq!(d.allowed_adus, 1);
+}
+
+#[test]
+fn forbidden_write_resets_server_then_client() {
+    let mut t = tables();
+    let d = handshake_then(&mut t, EMS, adu(2, 1, &pdu::write_register(41, 7)));
+    assert_eq!((d.action, d.reason, d.event), (Action::ResetServer, Reason::AddressDenied, true));
+    assert_eq!((d.adu.function, d.adu.address, d.adu.quantity), (6, 41, 1));
+    // The client's retransmission is answered with a RST, without a new event.
+    let (d, _) = judge(&mut t, &client(EMS).seq(1000).payload(adu(2, 1, &pdu::write_register(41, 7))).build());
+    assert_eq!((d.action, d.reason, d.event), (Action::ResetClient, Reason::ResetRepeat, false));
+}
+
+#[test]
+fn each_policy_check_has_its_reason() {
+    let cases: Vec<(Vec<u8>, Reason)> = vec![
+        (adu(1, 2, &pdu::read_holding(0, 1)), Reason::UnitDenied),
+        (adu(1, 1, &pdu::read_input(0, 1)), Reason::FunctionDenied),
+        (adu(1, 1, &pdu::read_holding(90, 11)), Reason::AddressDenied),
+        (adu(1, 1, &pdu::read_holding(0, 126)), Reason::QuantityInvalid),
+        (adu(1, 1, &pdu::read_holding(0, 0)), Reason::QuantityInvalid),
+        (adu(1, 1, &pdu::write_registers(40, &[1, 2])), Reason::Allowed),
+        (adu(1, 1, &pdu::write_registers(41, &[1, 2])), Reason::AddressDenied),
+        (adu(1, 1, &pdu::read_write(0, 2, 40, &[1])), Reason::Allowed),
+        (adu(1, 1, &pdu::read_write(0, 2, 42, &[1])), Reason::AddressDenied),
+        (adu(1, 1, &pdu::read_write(100, 2, 40, &[1])), Reason::AddressDenied),
+        (adu(1, 1, &pdu::diagnostics(0)), Reason::Allowed),
+        (adu(1, 1, &pdu::diagnostics(1)), Reason::SubfunctionDenied),
+        (adu(1, 1, &pdu::read_device_id(1, 0)), Reason::Allowed),
+        (adu(1, 1, &[43, 13, 0]), Reason::SubfunctionDenied),
+        (adu(1, 1, &[17]), Reason::Allowed),
+        (adu(1, 1, &[0x83, 2]), Reason::FunctionDenied),
+        (adu(1, 1, &[3, 0, 0, 0]), Reason::PduMalformed),
+        (adu(1, 1, &[5, 0, 40, 0x12, 0x34]), Reason::PduMalformed),
+    ];
+    for (payload, want) in cases {
+        let mut t = tables();
+        let d = handshake_then(&mut t, EMS, payload.clone());
+        assert_eq!(d.reason, want, "payload {payload:02x?}");
+    }
+}
+
+#[test]
+fn fc23_with_inconsistent_byte_count_is_malformed() {
+    let mut p = pdu::read_write(0, 2, 40, &[1, 2]);
+    p[9] = 2; // byte count 2 for a write quantity of 2
+    p.truncate(12);
+    let mut t = tables();
+    assert_eq!(handshake_then(&mut t, EMS, adu(1, 1, &p)).reason, Reason::PduMalformed);
+}
+
+#[test]
+fn mbap_framing_errors() {
+    let mut bad_proto = adu(1, 1, &pdu::read_holding(0, 1));
+    bad_proto[3] = 16;
+    let mut long = adu(1, 1, &pdu::read_holding(0, 1));
+    long[4..6].copy_from_slice(&34820u16.to_be_bytes());
+    let mut short_len = adu(1, 1, &pdu::read_holding(0, 1));
+    short_len[4..6].copy_from_slice(&1u16.to_be_bytes());
+    let mut split = adu(1, 1, &pdu::read_holding(0, 1));
+    split.truncate(9);
+    for (payload, want) in [
+        (bad_proto, Reason::MbapProtocol),
+        (long, Reason::MbapLength),
+        (short_len, Reason::MbapLength),
+        (split, Reason::AduSplit),
+        (vec![0, 1, 0], Reason::AduSplit),
+    ] {
+        let mut t = tables();
+        assert_eq!(handshake_then(&mut t, EMS, payload).reason, want);
+    }
+}
+
+#[test]
+fn pipelined_adus_are_each_judged() {
+    let eight: Vec<u8> = (0..8).flat_map(|i| adu(i, 1, &pdu::read_holding(i * 10, 5))).collect();
+    let mut t = tables();
+    let d = handshake_then(&mut t, EMS, eight);
+    assert_eq!((d.reason, d.allowed_adus), (Reason::Allowed, 8));
+
+    let mut with_write: Vec<u8> = (0..3).flat_map(|i| adu(i, 1, &pdu::read_holding(0, 1))).collect();
+    with_write.extend(adu(9, 1, &pdu::write_register(99, 1)));
+    let mut t = tables();
+    let d = handshake_then(&mut t, EMS, with_write);
+    assert_eq!((d.reason, d.adu.transaction), (Reason::AddressDenied, 9));
+
+    let many: Vec<u8> = (0..17).flat_map(|i| adu(i, 1, &pdu::read_holding(0, 1))).collect();
+    let mut t = tables();
+    assert_eq!(handshake_then(&mut t, EMS, many).reason, Reason::TooManyAdus);
+}
+
+#[test]
+fn stream_desynchronisation_fails_closed() {
+    let read = adu(1, 1, &pdu::read_holding(0, 1)); // 12 bytes
+    let mut t = tables();
+    assert_eq!(handshake_then(&mut t, EMS, read.clone()).reason, Reason::Allowed);
+    // Exact retransmission: judged again, passes.
+    let d = judge(&mut t, &client(EMS).seq(1000).payload(read.clone()).build()).0;
+    assert_eq!(d.reason, Reason::Allowed);
+    // Partial overlap with judged bytes.
+    let d = judge(&mut t, &client(EMS).seq(1006).payload(read.clone()).build()).0;
+    assert_eq!((d.action, d.reason), (Action::ResetServer, Reason::TcpOverlap));
+
+    let mut t = tables();
+    handshake_then(&mut t, EMS, read.clone());
+    let d = judge(&mut t, &client(EMS).seq(1100).payload(read.clone()).build()).0;
+    assert_eq!((d.action, d.reason), (Action::Drop, Reason::OutOfOrder));
+    let d = judge(&mut t, &client(EMS).seq(1012).flags(TCP_ACK | TCP_URG).payload(read.clone()).build()).0;
+    assert_eq!(d.reason, Reason::TcpUrgent);
+
+    // Data without a handshake the gateway saw.
+    let mut t = tables();
+    let d = judge(&mut t, &client(EMS).payload(read.clone()).build()).0;
+    assert_eq!((d.action, d.reason), (Action::ResetServer, Reason::UnknownFlow));
+    // SYN carrying data (TCP Fast Open).
+    let mut t = tables();
+    let d = judge(&mut t, &client(EMS).flags(TCP_SYN).payload(read).build()).0;
+    assert_eq!(d.reason, Reason::SynData);
+    assert_ne!(d.action, Action::Pass);
+}
+
+#[test]
+fn hosts_outside_conduits_get_nothing_through() {
+    let mut t = tables();
+    let d = judge(&mut t, &client(OUTSIDER).flags(TCP_SYN).build()).0;
+    assert_eq!((d.action, d.reason, d.event), (Action::Drop, Reason::NoConduit, true));
+    // A response toward a host in no conduit is dropped too.
+    let resp = TcpFrame::new(ip(PCS), ip(OUTSIDER), 502, 40000).payload(adu(1, 1, &[3, 2, 0, 1]));
+    assert_eq!(judge(&mut t, &resp.build()).0.reason, Reason::NoConduit);
+    let resp = TcpFrame::new(ip(PCS), ip(EMS), 502, 40000).payload(adu(1, 1, &[3, 2, 0, 1]));
+    let d = judge(&mut t, &resp.build()).0;
+    assert_eq!((d.action, d.reason), (Action::Pass, Reason::Response));
+}
+
+#[test]
+fn other_traffic_is_left_to_nftables() {
+    let mut t = tables();
+    let ssh = TcpFrame::new(ip(EMS), ip(PCS), 40000, 22).payload(vec![1, 2, 3]);
+    assert_eq!(judge(&mut t, &ssh.build()).0.reason, Reason::NotConduit);
+    let mut arp = vec![0xff; 12];
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    assert_eq!(judge(&mut t, &arp).0.action, Action::Pass);
+}
+
+#[test]
+fn vlan_ipv6_and_fragments() {
+    let mut t = tables();
+    judge(&mut t, &client(EMS).seq(999).flags(TCP_SYN).vlan(7).build());
+    let d = judge(&mut t, &client(EMS).vlan(7).payload(adu(1, 1, &pdu::read_holding(0, 1))).build()).0;
+    assert_eq!(d.reason, Reason::Allowed);
+
+    let mut qinq = client(EMS).vlan(7).build();
+    qinq.splice(16..16, [0x81, 0x00, 0x00, 0x08]);
+    assert_eq!(judge(&mut t, &qinq).0.reason, Reason::Encapsulation);
+
+    let mut frag = client(EMS).payload(adu(1, 1, &pdu::read_holding(0, 1)));
+    frag.frag = 0x2000; // more fragments
+    assert_eq!(judge(&mut t, &frag.build()).0.reason, Reason::IpFragment);
+
+    let v6 = TcpFrame::new(ip("fd00::10"), ip("fd00::11"), 40000, 502);
+    assert_eq!(judge(&mut t, &v6.flags(TCP_SYN).build()).0.reason, Reason::NoConduit);
+}
+
+#[test]
+fn monitor_mode_passes_and_reports() {
+    let mut t = tables();
+    let d = handshake_then(&mut t, MONITORED, adu(1, 1, &pdu::write_register(41, 1)));
+    assert_eq!((d.action, d.reason, d.event, d.monitor), (Action::Pass, Reason::AddressDenied, true, true));
+    // The stream moved on: the next request is judged normally.
+    let next = client(MONITORED).seq(1012).payload(adu(2, 1, &pdu::read_holding(0, 1)));
+    assert_eq!(judge(&mut t, &next.build()).0.reason, Reason::Allowed);
+}
+
+#[test]
+fn drop_mode_counts_retransmissions_once() {
+    let mut t = tables();
+    let write = adu(1, 1, &pdu::write_register(41, 1));
+    let d = handshake_then(&mut t, DROPPER, write.clone());
+    assert_eq!((d.action, d.event), (Action::Drop, true));
+    let d = judge(&mut t, &client(DROPPER).seq(1000).payload(write).build()).0;
+    assert_eq!((d.action, d.reason, d.event), (Action::Drop, Reason::AddressDenied, false));
+    // A different, allowed request at the same position goes through.
+    let read = client(DROPPER).seq(1000).payload(adu(2, 1, &pdu::read_holding(0, 1)));
+    assert_eq!(judge(&mut t, &read.build()).0.reason, Reason::Allowed);
+}
+
+#[test]
+fn rsts_are_well_formed() {
+    for (src, dst) in [(EMS, PCS), ("fd00::10", "fd00::11")] {
+        let f = TcpFrame::new(ip(src), ip(dst), 40000, 502)
+            .seq(1000)
+            .flags(TCP_ACK | TCP_PSH)
+            .payload(adu(1, 1, &pdu::write_register(41, 1)))
+            .vlan(5)
+            .build();
+        let mut buf = [0u8; FRAME_MAX];
+        buf[..f.len()].copy_from_slice(&f);
+        let mut lay = Layout::default();
+        let mut t = HostTables::default();
+        t.settings.ports[0] = 502;
+        decide(&Frame::new(&buf, f.len(), f.len()), &mut t, &mut NoObserver, &mut lay);
+        assert!(lay.rst_ok);
+
+        let mut to_server = buf;
+        let n = rst_to_server(&mut to_server, &lay);
+        let out = &to_server[..n];
+        assert!(craft::checksums_ok(out), "{src}: server RST checksum");
+        assert_eq!(out[n - 7], 0x14, "RST|ACK");
+        assert_eq!(&out[n - 16..n - 12], &1000u32.to_be_bytes(), "seq = the denied segment's");
+        assert_eq!(&out[..12], &f[..12], "same MACs");
+
+        let mut to_client = buf;
+        let n = rst_to_client(&mut to_client, &lay);
+        let out = &to_client[..n];
+        assert!(craft::checksums_ok(out), "{src}: client RST checksum");
+        assert_eq!(&out[..6], &f[6..12], "back to the sender's MAC");
+        assert_eq!(&out[n - 20..n - 18], &502u16.to_be_bytes());
+        assert_eq!(&out[n - 16..n - 12], &5000u32.to_be_bytes(), "seq = the client's ack");
+    }
+}
+
+proptest! {
+    #[test]
+    fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let mut t = tables();
+        judge(&mut t, &bytes);
+    }
+
+    #[test]
+    fn mutated_requests_never_pass_unjudged(
+        pos in 0usize..12, val in any::<u8>(), fc in 1u8..30, a in any::<u16>(), q in 0u16..300
+    ) {
+        let mut payload = adu(1, 1, &[fc, (a >> 8) as u8, a as u8, (q >> 8) as u8, q as u8]);
+        payload[pos] = val;
+        let mut t = tables();
+        let d = handshake_then(&mut t, EMS, payload);
+        // Whatever the bytes, a segment passes only when every ADU was allowed.
+        prop_assert!(d.action != Action::Pass || d.reason == Reason::Allowed);
+    }
+}
