@@ -36,6 +36,25 @@ pub trait Tables {
     fn rule(&self, key: &crate::types::RuleKey) -> Option<&Rule>;
     fn flow(&self, key: &FlowKey) -> Option<FlowState>;
     fn set_flow(&mut self, key: &FlowKey, state: &FlowState);
+
+    /// Returns `v` unchanged. The eBPF side routes it through map memory,
+    /// whose contents the verifier does not track, so that the paths that
+    /// reach a merge point (header variants before the ADU loop, the
+    /// iterations of the loop, its exits) continue as one state instead of
+    /// each re-verifying everything after it: this keeps the program inside
+    /// the verifier's budget of one million instructions.
+    #[inline(always)]
+    fn forget<V: Copy>(&mut self, v: V) -> V {
+        v
+    }
+}
+
+/// How far the ADU loop got in a segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AduProgress {
+    pub consumed: usize,
+    pub allowed: u8,
+    pub last: AduInfo,
 }
 
 /// Sees every request ADU judged (host reports); the kernel uses [`NoObserver`].
@@ -191,6 +210,11 @@ pub fn decide<T: Tables + ?Sized, O: AduObserver>(
     // frame's first RST_MAX bytes.
     lay.rst_ok = lay.rst_ok && l4 + 20 <= crate::rst::RST_MAX;
 
+    // Header variants (VLAN or not, IPv4 or IPv6, extension headers) differ
+    // only in these offsets from here on.
+    let (l4, payload, payload_len, rst_ok, flags, key) =
+        tables.forget((lay.l4, lay.payload, lay.payload_len, lay.rst_ok, flags, key));
+    (lay.l4, lay.payload, lay.payload_len, lay.rst_ok) = (l4, payload, payload_len, rst_ok);
     if tables.is_protected_port(dst_port) {
         let Some(conduit) = tables.conduit(&ConduitKey::new(key.server, dst_port, key.client))
         else {

@@ -53,6 +53,23 @@ impl<'a> Frame<'a> {
         Some(u16::from_be_bytes([self.buf[off], self.buf[off + 1]]))
     }
 
+    /// Like [`Frame::be16`], but a separate load the compiler may not merge
+    /// with an earlier read of the same bytes. The verifier narrows a value
+    /// on every branch that tests it; deriving two uses from two loads keeps
+    /// one of them free of that narrowing (see `modbus::judge_adu`).
+    #[inline(always)]
+    pub fn be16_reread(&self, off: usize) -> Option<u16> {
+        if off >= FRAME_MAX - 1 || off + 2 > self.len {
+            return None;
+        }
+        // SAFETY: both indices are in bounds (checked above); the references
+        // are valid for reads.
+        let (hi, lo) = unsafe {
+            (core::ptr::read_volatile(&self.buf[off]), core::ptr::read_volatile(&self.buf[off + 1]))
+        };
+        Some(u16::from_be_bytes([hi, lo]))
+    }
+
     #[inline(always)]
     pub fn be32(&self, off: usize) -> Option<u32> {
         if off >= FRAME_MAX - 3 || off + 4 > self.len {

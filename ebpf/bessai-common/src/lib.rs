@@ -26,6 +26,6 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
-pub use decide::{AduObserver, Decision, Layout, NoObserver, Tables, decide};
+pub use decide::{AduObserver, AduProgress, Decision, Layout, NoObserver, Tables, decide};
 pub use reason::{Action, Reason};
 pub use types::*;

@@ -152,9 +152,16 @@ pub fn judge_adu<T: Tables + ?Sized>(
         return broken(Reason::AduSplit);
     }
     let mut info = AduInfo { transaction, unit, function, ..AduInfo::default() };
-    // PDU = function code and data; `length` counts the unit id too.
+    // PDU = function code and data; `length` counts the unit id too. The
+    // per-function checks below test the PDU length against constants; they
+    // get it from a second load of the MBAP length, so that `adu_len` (which
+    // the caller adds to its offset) leaves every branch with the same range
+    // and the verifier can prune the ADU loop instead of multiplying its states.
     let pdu = off + MBAP_LEN;
-    let pdu_len = length as usize - 1;
+    let Some(length_again) = f.be16_reread(off + 4) else {
+        return broken(Reason::AduSplit);
+    };
+    let pdu_len = (length_again as usize).saturating_sub(1);
     let reason = match parse_request(f, pdu, pdu_len, function) {
         Err(reason) => reason,
         Ok(req) => {

@@ -26,23 +26,32 @@ pub fn rst_to_server(buf: &mut [u8; FRAME_MAX], lay: &Layout) -> usize {
 /// swapped). Returns the new length.
 #[inline(always)]
 pub fn rst_to_client(buf: &mut [u8; FRAME_MAX], lay: &Layout) -> usize {
+    let (l3, tcp) = offsets(lay);
     swap(buf, 0, 6, 6);
     if lay.ipv6 {
-        swap(buf, lay.l3 + 8, lay.l3 + 24, 16);
-        put8(buf, lay.l3 + 7, 64);
+        swap(buf, l3 + 8, l3 + 24, 16);
+        put8(buf, l3 + 7, 64);
     } else {
-        swap(buf, lay.l3 + 12, lay.l3 + 16, 4);
-        put16(buf, lay.l3 + 4, 0);
-        put16(buf, lay.l3 + 6, 0x4000);
-        put8(buf, lay.l3 + 8, 64);
+        swap(buf, l3 + 12, l3 + 16, 4);
+        put16(buf, l3 + 4, 0);
+        put16(buf, l3 + 6, 0x4000);
+        put8(buf, l3 + 8, 64);
     }
-    swap(buf, lay.l4, lay.l4 + 2, 2);
+    swap(buf, tcp, tcp + 2, 2);
     finish(buf, lay, lay.ack, lay.seq.wrapping_add(lay.payload_len as u32))
+}
+
+/// IP and TCP header offsets, masked to their possible ranges so that the
+/// verifier sees bounded offsets (the layout may come back from map memory).
+/// `decide` allows a RST only for frames where these masks change nothing.
+#[inline(always)]
+fn offsets(lay: &Layout) -> (usize, usize) {
+    (lay.l3 & 31, lay.l4 & (RST_MAX - 1))
 }
 
 #[inline(always)]
 fn finish(buf: &mut [u8; FRAME_MAX], lay: &Layout, seq: u32, ack: u32) -> usize {
-    let tcp = lay.l4 & (RST_MAX - 1);
+    let (l3, tcp) = offsets(lay);
     let new_len = tcp + 20;
     put32(buf, tcp + 4, seq);
     put32(buf, tcp + 8, ack);
@@ -51,7 +60,6 @@ fn finish(buf: &mut [u8; FRAME_MAX], lay: &Layout, seq: u32, ack: u32) -> usize 
     put16(buf, tcp + 14, 0); // window
     put16(buf, tcp + 16, 0); // checksum, computed below
     put16(buf, tcp + 18, 0); // urgent pointer
-    let l3 = lay.l3 & 31;
     let mut sum;
     if lay.ipv6 {
         put16(buf, l3 + 4, 20);

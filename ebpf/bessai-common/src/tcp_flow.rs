@@ -11,7 +11,7 @@
 //! may have been lost behind the gateway).
 
 use crate::{
-    decide::{AduObserver, Decision, Layout, Tables},
+    decide::{AduObserver, AduProgress, Decision, Layout, Tables},
     frame::Frame,
     modbus::{AduInfo, judge_adu},
     reason::{Action, Reason},
@@ -84,7 +84,9 @@ pub(crate) fn judge_client_segment<T: Tables + ?Sized, O: AduObserver>(
         }
         return deny(tables, conduit, key, state, Reason::TcpOverlap, lay);
     }
-    let mut d = judge_payload(f, tables, obs, conduit, lay);
+    let retransmit = tables.forget(retransmit);
+    let d = judge_payload(f, tables, obs, conduit, lay);
+    let mut d = tables.forget(d);
     if d.reason == Reason::Allowed {
         if !retransmit {
             let fin = if flags & TCP_FIN != 0 { 1 } else { 0 };
@@ -131,9 +133,10 @@ fn judge_payload<T: Tables + ?Sized, O: AduObserver>(
         d.reason = Reason::Oversize;
         return d;
     }
-    let mut consumed = 0usize;
+    let mut progress = AduProgress::default();
     let mut i = 0;
     while i < MAX_ADUS {
+        let consumed = progress.consumed;
         if consumed >= lay.payload_len {
             break;
         }
@@ -143,14 +146,20 @@ fn judge_payload<T: Tables + ?Sized, O: AduObserver>(
             d.reason = v.reason;
             d.has_adu = v.len > 0;
             d.adu = if v.len > 0 { v.info } else { AduInfo::default() };
+            d.allowed_adus = progress.allowed;
             return d;
         }
-        d.has_adu = true;
-        d.adu = v.info;
-        d.allowed_adus += 1;
-        consumed += v.len;
+        progress = tables.forget(AduProgress {
+            consumed: consumed + v.len,
+            allowed: progress.allowed + 1,
+            last: v.info,
+        });
         i += 1;
     }
+    d.has_adu = progress.allowed > 0;
+    d.adu = progress.last;
+    d.allowed_adus = progress.allowed;
+    let consumed = progress.consumed;
     if consumed < lay.payload_len {
         d.reason = Reason::TooManyAdus;
         d.has_adu = false;

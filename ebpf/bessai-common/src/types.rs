@@ -11,7 +11,7 @@ pub const FRAME_MAX: usize = 2048;
 /// Address ranges per rule (bounded loop in the verifier).
 pub const MAX_RANGES: usize = 16;
 /// ADUs judged in one TCP segment; a segment carrying more is dropped.
-pub const MAX_ADUS: usize = 16;
+pub const MAX_ADUS: usize = 10;
 /// Distinct TCP ports that conduits protect.
 pub const MAX_PORTS: usize = 8;
 pub const MAX_CONDUITS: u32 = 4096;
