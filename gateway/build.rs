@@ -9,11 +9,18 @@ use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf/bessai-xdp");
-    println!("cargo:rerun-if-changed={}", concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf/bessai-common/src"));
+    println!(
+        "cargo:rerun-if-changed={}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf/bessai-common/src")
+    );
     // SAFETY: build scripts are single-threaded at this point.
     unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
     aya_build::build_ebpf(
-        [aya_build::Package { name: "bessai-xdp", root_dir: root, ..Default::default() }],
+        [aya_build::Package {
+            name: "bessai-xdp",
+            root_dir: root,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom("1.95.0"),
     )
     .context("building the XDP object (needs rust-src for 1.95.0 and bpf-linker on PATH)")

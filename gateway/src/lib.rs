@@ -1,1 +1,6 @@
+//! BESSAI Edge Gateway: daemon and CLI around the XDP data plane.
+pub mod capture;
+pub mod cli;
 pub mod dataplane;
+pub mod exit;
+pub mod run;

@@ -75,13 +75,32 @@ pub fn compile(p: &Policy) -> Compiled {
             units,
         };
         for src in &c.sources {
-            let key = ConduitKey::with_prefix(mapped(asset.address), asset.port, mapped(src.addr), src.mapped_prefix());
+            let key = ConduitKey::with_prefix(
+                mapped(asset.address),
+                asset.port,
+                mapped(src.addr),
+                src.mapped_prefix(),
+            );
             conduits.push((key, value));
         }
         for r in &c.rules {
-            rules.push((RuleKey { conduit: id, function: r.function, part: PART_MAIN }, rule_value(&r.ranges)));
+            rules.push((
+                RuleKey {
+                    conduit: id,
+                    function: r.function,
+                    part: PART_MAIN,
+                },
+                rule_value(&r.ranges),
+            ));
             if !r.write_ranges.is_empty() {
-                rules.push((RuleKey { conduit: id, function: r.function, part: PART_WRITE }, rule_value(&r.write_ranges)));
+                rules.push((
+                    RuleKey {
+                        conduit: id,
+                        function: r.function,
+                        part: PART_WRITE,
+                    },
+                    rule_value(&r.write_ranges),
+                ));
             }
         }
         meta.push(ConduitMeta {
@@ -98,5 +117,11 @@ pub fn compile(p: &Policy) -> Compiled {
     let mut assets: Vec<Addr> = p.assets.iter().map(|a| mapped(a.address)).collect();
     assets.sort_unstable();
     assets.dedup();
-    Compiled { settings, conduits, rules, assets, conduits_meta: meta }
+    Compiled {
+        settings,
+        conduits,
+        rules,
+        assets,
+        conduits_meta: meta,
+    }
 }

@@ -12,16 +12,30 @@ pub enum ErrorKind {
     #[error("unsupported policy version {0}: this gateway reads version 1")]
     Version(i64),
     #[error("unknown function {name:?}{}", suggestion.as_ref().map(|s| format!("; did you mean {s:?}?")).unwrap_or_default())]
-    UnknownFunctionName { name: String, suggestion: Option<String> },
-    #[error("function code {0} is not a request: codes are 1..=127 (128 and above are exception responses)")]
+    UnknownFunctionName {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error(
+        "function code {0} is not a request: codes are 1..=127 (128 and above are exception responses)"
+    )]
     BadFunctionCode(i64),
     #[error("function {function} appears twice in this conduit (first on line {first_line})")]
     DuplicateFunction { function: u8, first_line: usize },
     #[error("{what} {value} is outside {min}..={max}")]
-    OutOfRange { what: &'static str, value: i64, min: i64, max: i64 },
-    #[error("{text:?} looks like a Modbus data-model reference; addresses here are 0-based protocol addresses (what is on the wire): {hint}")]
+    OutOfRange {
+        what: &'static str,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
+    #[error(
+        "{text:?} looks like a Modbus data-model reference; addresses here are 0-based protocol addresses (what is on the wire): {hint}"
+    )]
     DataModelNotation { text: String, hint: String },
-    #[error("cannot read {text:?} as an address or range: write \"START-END\", \"ADDRESS\" or a number")]
+    #[error(
+        "cannot read {text:?} as an address or range: write \"START-END\", \"ADDRESS\" or a number"
+    )]
     BadRange { text: String },
     #[error("inverted range {start}-{end}: the start is after the end")]
     InvertedRange { start: u32, end: u32 },
@@ -30,25 +44,52 @@ pub enum ErrorKind {
     #[error("{count} ranges after joining adjacent ones; at most {max} per list")]
     TooManyRanges { count: usize, max: usize },
     #[error("function {function} ({name}) takes {wanted}")]
-    RuleShape { function: u8, name: &'static str, wanted: &'static str },
+    RuleShape {
+        function: u8,
+        name: &'static str,
+        wanted: &'static str,
+    },
     #[error("unknown {what} {name:?}{}", known.as_ref().map(|k| format!(" (known: {k})")).unwrap_or_default())]
-    UnknownName { what: &'static str, name: String, known: Option<String> },
+    UnknownName {
+        what: &'static str,
+        name: String,
+        known: Option<String>,
+    },
     #[error("duplicate {what} name {name:?} (first on line {first_line})")]
-    DuplicateName { what: &'static str, name: String, first_line: usize },
+    DuplicateName {
+        what: &'static str,
+        name: String,
+        first_line: usize,
+    },
     #[error("{0}")]
     BadAddress(String),
     #[error("{net} has host bits set; did you mean {fixed}?")]
     HostBits { net: String, fixed: String },
     #[error("{what} {addr} is not inside zone {zone:?} ({networks})")]
-    OutsideZone { what: &'static str, addr: String, zone: String, networks: String },
+    OutsideZone {
+        what: &'static str,
+        addr: String,
+        zone: String,
+        networks: String,
+    },
     #[error("unit id {unit} is not one of asset {asset:?}'s unit ids")]
     UnitNotOnAsset { unit: i64, asset: String },
     #[error("{0} must not be empty")]
     Empty(&'static str),
     #[error("{what} must be one of {allowed}, not {value:?}")]
-    BadWord { what: &'static str, value: String, allowed: &'static str },
-    #[error("source {source_net} to asset {asset:?} is already conduit {other:?}: a connection must belong to one conduit")]
-    AmbiguousConduit { source_net: String, asset: String, other: String },
+    BadWord {
+        what: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
+    #[error(
+        "source {source_net} to asset {asset:?} is already conduit {other:?}: a connection must belong to one conduit"
+    )]
+    AmbiguousConduit {
+        source_net: String,
+        asset: String,
+        other: String,
+    },
     #[error("more than {max} {what}")]
     TooMany { what: &'static str, max: usize },
 }
@@ -63,7 +104,11 @@ pub struct PolicyError {
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: error: {}", self.file, self.line, self.column, self.kind)
+        write!(
+            f,
+            "{}:{}:{}: error: {}",
+            self.file, self.line, self.column, self.kind
+        )
     }
 }
 
@@ -97,14 +142,20 @@ impl<'a> Positions<'a> {
     pub fn new(source: &'a str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
-        Self { source, line_starts }
+        Self {
+            source,
+            line_starts,
+        }
     }
 
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.source.len());
         let line = self.line_starts.partition_point(|&s| s <= offset);
         let start = self.line_starts[line - 1];
-        let column = self.source.get(start..offset).map_or(1, |s| s.chars().count() + 1);
+        let column = self
+            .source
+            .get(start..offset)
+            .map_or(1, |s| s.chars().count() + 1);
         (line, column)
     }
 }

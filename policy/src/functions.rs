@@ -28,7 +28,10 @@ pub fn code(name: &str) -> Option<u8> {
 }
 
 pub fn name(code: u8) -> &'static str {
-    NAMES.iter().find(|(_, c)| *c == code).map_or("user-defined", |(n, _)| n)
+    NAMES
+        .iter()
+        .find(|(_, c)| *c == code)
+        .map_or("user-defined", |(n, _)| n)
 }
 
 /// The known name closest to `name` (edit distance), when close enough.
@@ -48,7 +51,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }

@@ -99,7 +99,12 @@ pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(source) => parse(&source, &file),
-        Err(e) => Err(PolicyErrors(vec![PolicyError { file, line: 1, column: 1, kind: ErrorKind::Io(e.to_string()) }])),
+        Err(e) => Err(PolicyErrors(vec![PolicyError {
+            file,
+            line: 1,
+            column: 1,
+            kind: ErrorKind::Io(e.to_string()),
+        }])),
     }
 }
 

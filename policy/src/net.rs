@@ -12,12 +12,19 @@ pub struct IpNet {
 
 impl IpNet {
     pub fn host(addr: IpAddr) -> Self {
-        Self { addr, prefix: if addr.is_ipv4() { 32 } else { 128 } }
+        Self {
+            addr,
+            prefix: if addr.is_ipv4() { 32 } else { 128 },
+        }
     }
 
     /// Bits of the IPv4-mapped 128-bit address this network fixes.
     pub fn mapped_prefix(&self) -> u32 {
-        if self.addr.is_ipv4() { 96 + self.prefix as u32 } else { self.prefix as u32 }
+        if self.addr.is_ipv4() {
+            96 + self.prefix as u32
+        } else {
+            self.prefix as u32
+        }
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -50,7 +57,10 @@ impl IpNet {
         } else {
             IpAddr::from(a)
         };
-        IpNet { addr, prefix: self.prefix }
+        IpNet {
+            addr,
+            prefix: self.prefix,
+        }
     }
 }
 
@@ -85,7 +95,9 @@ impl FromStr for IpNet {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR network"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,

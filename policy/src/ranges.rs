@@ -19,7 +19,10 @@ pub fn parse(spec: &AddrSpec, max: u32) -> Result<Range, ErrorKind> {
         AddrSpec::Text(text) => {
             let t = text.trim();
             if let Some(hint) = data_model_hint(t) {
-                return Err(ErrorKind::DataModelNotation { text: text.clone(), hint });
+                return Err(ErrorKind::DataModelNotation {
+                    text: text.clone(),
+                    hint,
+                });
             }
             let (a, b) = match t.split_once('-') {
                 Some((a, b)) => (a.trim(), b.trim()),
@@ -48,11 +51,19 @@ fn number(s: &str) -> Option<i64> {
 fn check_value(n: i64, max: u32, text: &str) -> Result<u32, ErrorKind> {
     if max == 0xffff && (100_001..=465_536).contains(&n) {
         if let Some(hint) = data_model_hint(text) {
-            return Err(ErrorKind::DataModelNotation { text: text.to_string(), hint });
+            return Err(ErrorKind::DataModelNotation {
+                text: text.to_string(),
+                hint,
+            });
         }
     }
     if n < 0 || n > max as i64 {
-        return Err(ErrorKind::OutOfRange { what: "address", value: n, min: 0, max: max as i64 });
+        return Err(ErrorKind::OutOfRange {
+            what: "address",
+            value: n,
+            min: 0,
+            max: max as i64,
+        });
     }
     Ok(n as u32)
 }
@@ -79,7 +90,9 @@ fn data_model_hint(t: &str) -> Option<String> {
     };
     let first = t.split('-').next().unwrap_or(t).trim();
     if first.starts_with('%') {
-        return Some(format!("{t} is an IEC 61131-3 variable; write the 0-based Modbus protocol address the device manual gives for it"));
+        return Some(format!(
+            "{t} is an IEC 61131-3 variable; write the 0-based Modbus protocol address the device manual gives for it"
+        ));
     }
     let mut chars = first.chars();
     let (p, sep) = (chars.next()?, chars.next()?);
@@ -121,5 +134,9 @@ pub fn overlap(ranges: &[Range]) -> Option<(usize, usize)> {
 }
 
 pub fn show((s, e): Range) -> String {
-    if s == e { s.to_string() } else { format!("{s}-{e}") }
+    if s == e {
+        s.to_string()
+    } else {
+        format!("{s}-{e}")
+    }
 }

@@ -23,7 +23,10 @@ pub struct RawPolicy {
 pub struct RawZone {
     pub name: Spanned<String>,
     #[serde(default)]
-    #[expect(dead_code, reason = "for the engineers who read the file; the gateway ignores it")]
+    #[expect(
+        dead_code,
+        reason = "for the engineers who read the file; the gateway ignores it"
+    )]
     pub description: Option<String>,
     pub networks: Spanned<Vec<Spanned<String>>>,
 }
@@ -38,7 +41,10 @@ pub struct RawAsset {
     #[serde(default)]
     pub port: Option<Spanned<i64>>,
     #[serde(default)]
-    #[expect(dead_code, reason = "for the engineers who read the file; the gateway ignores it")]
+    #[expect(
+        dead_code,
+        reason = "for the engineers who read the file; the gateway ignores it"
+    )]
     pub description: Option<String>,
 }
 
@@ -58,7 +64,10 @@ pub struct RawConduit {
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RawRule>>,
     #[serde(default)]
-    #[expect(dead_code, reason = "for the engineers who read the file; the gateway ignores it")]
+    #[expect(
+        dead_code,
+        reason = "for the engineers who read the file; the gateway ignores it"
+    )]
     pub description: Option<String>,
 }
 
@@ -77,7 +86,10 @@ pub struct RawRule {
     #[serde(default)]
     pub mei_types: Option<Spanned<Vec<Spanned<AddrSpec>>>>,
     #[serde(default)]
-    #[expect(dead_code, reason = "for the engineers who read the file; the gateway ignores it")]
+    #[expect(
+        dead_code,
+        reason = "for the engineers who read the file; the gateway ignores it"
+    )]
     pub description: Option<String>,
 }
 

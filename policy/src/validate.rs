@@ -27,7 +27,12 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn err(&mut self, span: Span<usize>, kind: ErrorKind) {
         let (line, column) = self.pos.line_col(span.start);
-        self.errors.push(PolicyError { file: self.file.to_string(), line, column, kind });
+        self.errors.push(PolicyError {
+            file: self.file.to_string(),
+            line,
+            column,
+            kind,
+        });
     }
 
     fn line(&self, span: &Span<usize>) -> usize {
@@ -35,10 +40,19 @@ impl Checker<'_> {
     }
 
     /// Records a name, or an error when it was seen before.
-    fn unique(&mut self, seen: &mut HashMap<String, usize>, what: &'static str, name: &Spanned<String>) {
+    fn unique(
+        &mut self,
+        seen: &mut HashMap<String, usize>,
+        what: &'static str,
+        name: &Spanned<String>,
+    ) {
         let line = self.line(&name.span());
         if let Some(first_line) = seen.get(name.get_ref()) {
-            let kind = ErrorKind::DuplicateName { what, name: name.get_ref().clone(), first_line: *first_line };
+            let kind = ErrorKind::DuplicateName {
+                what,
+                name: name.get_ref().clone(),
+                first_line: *first_line,
+            };
             self.err(name.span(), kind);
         } else {
             seen.insert(name.get_ref().clone(), line);
@@ -53,7 +67,15 @@ impl Checker<'_> {
         for u in list.get_ref() {
             match u8::try_from(*u.get_ref()) {
                 Ok(v) => out.push(v),
-                Err(_) => self.err(u.span(), ErrorKind::OutOfRange { what: "unit id", value: *u.get_ref(), min: 0, max: 255 }),
+                Err(_) => self.err(
+                    u.span(),
+                    ErrorKind::OutOfRange {
+                        what: "unit id",
+                        value: *u.get_ref(),
+                        min: 0,
+                        max: 255,
+                    },
+                ),
             }
         }
         out.sort_unstable();
@@ -64,7 +86,10 @@ impl Checker<'_> {
     fn net(&mut self, text: &Spanned<String>) -> Option<IpNet> {
         match text.get_ref().parse::<IpNet>() {
             Ok(n) if n.normalized() != n => {
-                let kind = ErrorKind::HostBits { net: n.to_string(), fixed: n.normalized().to_string() };
+                let kind = ErrorKind::HostBits {
+                    net: n.to_string(),
+                    fixed: n.normalized().to_string(),
+                };
                 self.err(text.span(), kind);
                 None
             }
@@ -76,12 +101,26 @@ impl Checker<'_> {
         }
     }
 
-    fn word<T: Copy>(&mut self, v: &Option<Spanned<String>>, what: &'static str, allowed: &'static str, table: &[(&str, T)], default: T) -> T {
+    fn word<T: Copy>(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        what: &'static str,
+        allowed: &'static str,
+        table: &[(&str, T)],
+        default: T,
+    ) -> T {
         let Some(v) = v else { return default };
         match table.iter().find(|(w, _)| *w == v.get_ref()) {
             Some((_, t)) => *t,
             None => {
-                self.err(v.span(), ErrorKind::BadWord { what, value: v.get_ref().clone(), allowed });
+                self.err(
+                    v.span(),
+                    ErrorKind::BadWord {
+                        what,
+                        value: v.get_ref().clone(),
+                        allowed,
+                    },
+                );
                 default
             }
         }
@@ -104,12 +143,21 @@ impl Checker<'_> {
             self.err(list.span(), ErrorKind::Empty("an address list"));
         }
         if let Some((i, j)) = ranges::overlap(&parsed) {
-            let kind = ErrorKind::OverlappingRanges { a: ranges::show(parsed[i]), b: ranges::show(parsed[j]) };
+            let kind = ErrorKind::OverlappingRanges {
+                a: ranges::show(parsed[i]),
+                b: ranges::show(parsed[j]),
+            };
             self.err(spans[j].clone(), kind);
         }
         let merged = ranges::merge(parsed);
         if merged.len() > MAX_RANGES {
-            self.err(list.span(), ErrorKind::TooManyRanges { count: merged.len(), max: MAX_RANGES });
+            self.err(
+                list.span(),
+                ErrorKind::TooManyRanges {
+                    count: merged.len(),
+                    max: MAX_RANGES,
+                },
+            );
         }
         merged
     }
@@ -122,9 +170,20 @@ impl Checker<'_> {
                 None
             }
             FunctionSpec::Name(n) => {
-                let code = functions::code(n).or_else(|| n.parse::<i64>().ok().filter(|c| (1..=127).contains(c)).map(|c| c as u8));
+                let code = functions::code(n).or_else(|| {
+                    n.parse::<i64>()
+                        .ok()
+                        .filter(|c| (1..=127).contains(c))
+                        .map(|c| c as u8)
+                });
                 if code.is_none() {
-                    self.err(f.span(), ErrorKind::UnknownFunctionName { name: n.clone(), suggestion: functions::suggest(n) });
+                    self.err(
+                        f.span(),
+                        ErrorKind::UnknownFunctionName {
+                            name: n.clone(),
+                            suggestion: functions::suggest(n),
+                        },
+                    );
                 }
                 code
             }
@@ -158,31 +217,76 @@ impl Checker<'_> {
             RuleShape::Whole => [false; 5],
         };
         if present != expected {
-            self.err(r.function.span(), ErrorKind::RuleShape { function, name, wanted });
+            self.err(
+                r.function.span(),
+                ErrorKind::RuleShape {
+                    function,
+                    name,
+                    wanted,
+                },
+            );
             return None;
         }
         let (ranges, write) = match shape {
             RuleShape::Addresses => (self.range_list(r.addresses.as_ref()?, 0xffff), Vec::new()),
-            RuleShape::ReadWrite => (self.range_list(r.read.as_ref()?, 0xffff), self.range_list(r.write.as_ref()?, 0xffff)),
-            RuleShape::SubFunctions => (self.range_list(r.subfunctions.as_ref()?, 0xffff), Vec::new()),
+            RuleShape::ReadWrite => (
+                self.range_list(r.read.as_ref()?, 0xffff),
+                self.range_list(r.write.as_ref()?, 0xffff),
+            ),
+            RuleShape::SubFunctions => (
+                self.range_list(r.subfunctions.as_ref()?, 0xffff),
+                Vec::new(),
+            ),
             RuleShape::MeiTypes => (self.range_list(r.mei_types.as_ref()?, 0xff), Vec::new()),
             RuleShape::Whole => (Vec::new(), Vec::new()),
         };
         let narrow = |v: Vec<Range>| v.into_iter().map(|(s, e)| (s as u16, e as u16)).collect();
-        Some(Rule { function, ranges: narrow(ranges), write_ranges: narrow(write), line: self.line(&raw.span()) })
+        Some(Rule {
+            function,
+            ranges: narrow(ranges),
+            write_ranges: narrow(write),
+            line: self.line(&raw.span()),
+        })
     }
 
-    fn conduit(&mut self, raw: &Spanned<RawConduit>, zones: &[Zone], assets: &[Asset]) -> Option<Conduit> {
+    fn conduit(
+        &mut self,
+        raw: &Spanned<RawConduit>,
+        zones: &[Zone],
+        assets: &[Asset],
+    ) -> Option<Conduit> {
         let c = raw.get_ref();
         let zone = zones.iter().position(|z| z.name == *c.from.get_ref());
         if zone.is_none() {
-            let known = zones.iter().map(|z| z.name.as_str()).collect::<Vec<_>>().join(", ");
-            self.err(c.from.span(), ErrorKind::UnknownName { what: "zone", name: c.from.get_ref().clone(), known: Some(known) });
+            let known = zones
+                .iter()
+                .map(|z| z.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.err(
+                c.from.span(),
+                ErrorKind::UnknownName {
+                    what: "zone",
+                    name: c.from.get_ref().clone(),
+                    known: Some(known),
+                },
+            );
         }
         let asset = assets.iter().position(|a| a.name == *c.to.get_ref());
         if asset.is_none() {
-            let known = assets.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ");
-            self.err(c.to.span(), ErrorKind::UnknownName { what: "asset", name: c.to.get_ref().clone(), known: Some(known) });
+            let known = assets
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.err(
+                c.to.span(),
+                ErrorKind::UnknownName {
+                    what: "asset",
+                    name: c.to.get_ref().clone(),
+                    known: Some(known),
+                },
+            );
         }
         if c.sources.get_ref().is_empty() {
             self.err(c.sources.span(), ErrorKind::Empty("sources"));
@@ -193,20 +297,52 @@ impl Checker<'_> {
             if let Some(z) = zone.map(|z| &zones[z])
                 && !z.networks.iter().any(|n| n.covers(&net))
             {
-                let networks = z.networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-                self.err(s.span(), ErrorKind::OutsideZone { what: "source", addr: net.to_string(), zone: z.name.clone(), networks });
+                let networks = z
+                    .networks
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.err(
+                    s.span(),
+                    ErrorKind::OutsideZone {
+                        what: "source",
+                        addr: net.to_string(),
+                        zone: z.name.clone(),
+                        networks,
+                    },
+                );
             }
             sources.push(net);
         }
-        let mode = self.word(&c.mode, "mode", "\"enforce\" or \"monitor\"", &[("enforce", Mode::Enforce), ("monitor", Mode::Monitor)], Mode::Enforce);
-        let on_deny = self.word(&c.on_deny, "on_deny", "\"reset\" or \"drop\"", &[("reset", OnDeny::Reset), ("drop", OnDeny::Drop)], OnDeny::Reset);
-        let asset_units = asset.map(|a| assets[a].unit_ids.clone()).unwrap_or_default();
+        let mode = self.word(
+            &c.mode,
+            "mode",
+            "\"enforce\" or \"monitor\"",
+            &[("enforce", Mode::Enforce), ("monitor", Mode::Monitor)],
+            Mode::Enforce,
+        );
+        let on_deny = self.word(
+            &c.on_deny,
+            "on_deny",
+            "\"reset\" or \"drop\"",
+            &[("reset", OnDeny::Reset), ("drop", OnDeny::Drop)],
+            OnDeny::Reset,
+        );
+        let asset_units = asset
+            .map(|a| assets[a].unit_ids.clone())
+            .unwrap_or_default();
         let unit_ids = match &c.unit_ids {
             Some(list) => {
                 let units = self.units(list);
                 for u in list.get_ref() {
-                    if asset.is_some() && u8::try_from(*u.get_ref()).is_ok_and(|v| !asset_units.contains(&v)) {
-                        let kind = ErrorKind::UnitNotOnAsset { unit: *u.get_ref(), asset: c.to.get_ref().clone() };
+                    if asset.is_some()
+                        && u8::try_from(*u.get_ref()).is_ok_and(|v| !asset_units.contains(&v))
+                    {
+                        let kind = ErrorKind::UnitNotOnAsset {
+                            unit: *u.get_ref(),
+                            asset: c.to.get_ref().clone(),
+                        };
                         self.err(u.span(), kind);
                     }
                 }
@@ -215,13 +351,21 @@ impl Checker<'_> {
             None => asset_units,
         };
         if c.rules.is_empty() {
-            self.err(c.name.span(), ErrorKind::Empty("a conduit's rules ([[conduit.rule]])"));
+            self.err(
+                c.name.span(),
+                ErrorKind::Empty("a conduit's rules ([[conduit.rule]])"),
+            );
         }
         let mut rules: Vec<Rule> = Vec::new();
         for raw_rule in &c.rules {
-            let Some(rule) = self.rule(raw_rule) else { continue };
+            let Some(rule) = self.rule(raw_rule) else {
+                continue;
+            };
             if let Some(first) = rules.iter().find(|r| r.function == rule.function) {
-                let kind = ErrorKind::DuplicateFunction { function: rule.function, first_line: first.line };
+                let kind = ErrorKind::DuplicateFunction {
+                    function: rule.function,
+                    first_line: first.line,
+                };
                 self.err(raw_rule.get_ref().function.span(), kind);
                 continue;
             }
@@ -242,7 +386,11 @@ impl Checker<'_> {
 }
 
 pub fn validate(source: &str, file: &str) -> Result<Policy, PolicyErrors> {
-    let mut ck = Checker { file, pos: Positions::new(source), errors: Vec::new() };
+    let mut ck = Checker {
+        file,
+        pos: Positions::new(source),
+        errors: Vec::new(),
+    };
     let raw: RawPolicy = match toml::from_str(source) {
         Ok(r) => r,
         Err(e) => {
@@ -252,7 +400,10 @@ pub fn validate(source: &str, file: &str) -> Result<Policy, PolicyErrors> {
         }
     };
     if *raw.version.get_ref() != 1 {
-        ck.err(raw.version.span(), ErrorKind::Version(*raw.version.get_ref()));
+        ck.err(
+            raw.version.span(),
+            ErrorKind::Version(*raw.version.get_ref()),
+        );
     }
 
     let mut names = HashMap::new();
@@ -263,8 +414,16 @@ pub fn validate(source: &str, file: &str) -> Result<Policy, PolicyErrors> {
         if z.networks.get_ref().is_empty() {
             ck.err(z.networks.span(), ErrorKind::Empty("networks"));
         }
-        let networks = z.networks.get_ref().iter().filter_map(|n| ck.net(n)).collect();
-        zones.push(Zone { name: z.name.get_ref().clone(), networks });
+        let networks = z
+            .networks
+            .get_ref()
+            .iter()
+            .filter_map(|n| ck.net(n))
+            .collect();
+        zones.push(Zone {
+            name: z.name.get_ref().clone(),
+            networks,
+        });
     }
 
     let mut names = HashMap::new();
@@ -276,19 +435,49 @@ pub fn validate(source: &str, file: &str) -> Result<Policy, PolicyErrors> {
         let address: Option<IpAddr> = match a.address.get_ref().parse() {
             Ok(ip) => Some(ip),
             Err(_) => {
-                ck.err(a.address.span(), ErrorKind::BadAddress(format!("{:?} is not an IP address", a.address.get_ref())));
+                ck.err(
+                    a.address.span(),
+                    ErrorKind::BadAddress(format!(
+                        "{:?} is not an IP address",
+                        a.address.get_ref()
+                    )),
+                );
                 None
             }
         };
         let zone = zones.iter().find(|z| z.name == *a.zone.get_ref());
         match (zone, address) {
             (None, _) => {
-                let known = zones.iter().map(|z| z.name.as_str()).collect::<Vec<_>>().join(", ");
-                ck.err(a.zone.span(), ErrorKind::UnknownName { what: "zone", name: a.zone.get_ref().clone(), known: Some(known) });
+                let known = zones
+                    .iter()
+                    .map(|z| z.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                ck.err(
+                    a.zone.span(),
+                    ErrorKind::UnknownName {
+                        what: "zone",
+                        name: a.zone.get_ref().clone(),
+                        known: Some(known),
+                    },
+                );
             }
             (Some(z), Some(ip)) if !z.networks.iter().any(|n| n.contains(ip)) => {
-                let networks = z.networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-                ck.err(a.address.span(), ErrorKind::OutsideZone { what: "asset address", addr: ip.to_string(), zone: z.name.clone(), networks });
+                let networks = z
+                    .networks
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                ck.err(
+                    a.address.span(),
+                    ErrorKind::OutsideZone {
+                        what: "asset address",
+                        addr: ip.to_string(),
+                        zone: z.name.clone(),
+                        networks,
+                    },
+                );
             }
             _ => {}
         }
@@ -297,7 +486,15 @@ pub fn validate(source: &str, file: &str) -> Result<Policy, PolicyErrors> {
             Some(p) => match u16::try_from(*p.get_ref()) {
                 Ok(v) if v > 0 => v,
                 _ => {
-                    ck.err(p.span(), ErrorKind::OutOfRange { what: "port", value: *p.get_ref(), min: 1, max: 65535 });
+                    ck.err(
+                        p.span(),
+                        ErrorKind::OutOfRange {
+                            what: "port",
+                            value: *p.get_ref(),
+                            min: 1,
+                            max: 65535,
+                        },
+                    );
                     502
                 }
             },
@@ -305,12 +502,24 @@ pub fn validate(source: &str, file: &str) -> Result<Policy, PolicyErrors> {
         if !ports.contains(&port) {
             ports.push(port);
             if ports.len() > MAX_PORTS {
-                ck.err(a.name.span(), ErrorKind::TooMany { what: "distinct asset ports", max: MAX_PORTS });
+                ck.err(
+                    a.name.span(),
+                    ErrorKind::TooMany {
+                        what: "distinct asset ports",
+                        max: MAX_PORTS,
+                    },
+                );
             }
         }
         let unit_ids = ck.units(&a.unit_ids);
         if let Some(address) = address {
-            assets.push(Asset { name: a.name.get_ref().clone(), zone: a.zone.get_ref().clone(), address, unit_ids, port });
+            assets.push(Asset {
+                name: a.name.get_ref().clone(),
+                zone: a.zone.get_ref().clone(),
+                address,
+                unit_ids,
+                port,
+            });
         }
     }
 
@@ -318,27 +527,49 @@ pub fn validate(source: &str, file: &str) -> Result<Policy, PolicyErrors> {
     let mut conduits: Vec<Conduit> = Vec::new();
     for raw_c in &raw.conduits {
         ck.unique(&mut names, "conduit", &raw_c.get_ref().name);
-        let Some(c) = ck.conduit(raw_c, &zones, &assets) else { continue };
+        let Some(c) = ck.conduit(raw_c, &zones, &assets) else {
+            continue;
+        };
         for (si, s) in c.sources.iter().enumerate() {
-            if let Some(other) = conduits.iter().find(|o| o.asset == c.asset && o.sources.contains(s)) {
+            if let Some(other) = conduits
+                .iter()
+                .find(|o| o.asset == c.asset && o.sources.contains(s))
+            {
                 let kind = ErrorKind::AmbiguousConduit {
                     source_net: s.to_string(),
                     asset: assets[c.asset].name.clone(),
                     other: other.name.clone(),
                 };
-                let span = raw_c.get_ref().sources.get_ref().get(si).map_or(raw_c.span(), Spanned::span);
+                let span = raw_c
+                    .get_ref()
+                    .sources
+                    .get_ref()
+                    .get(si)
+                    .map_or(raw_c.span(), Spanned::span);
                 ck.err(span, kind);
             }
         }
         conduits.push(c);
     }
     if conduits.len() > MAX_CONDUITS as usize {
-        ck.err(0..0, ErrorKind::TooMany { what: "conduits", max: MAX_CONDUITS as usize });
+        ck.err(
+            0..0,
+            ErrorKind::TooMany {
+                what: "conduits",
+                max: MAX_CONDUITS as usize,
+            },
+        );
     }
     if !ck.errors.is_empty() {
         ck.errors.sort_by_key(|e| (e.line, e.column));
         return Err(PolicyErrors(ck.errors));
     }
     let site = raw.site.map(|s| s.into_inner()).unwrap_or_default();
-    Ok(Policy { file: file.to_string(), site, zones, assets, conduits })
+    Ok(Policy {
+        file: file.to_string(),
+        site,
+        zones,
+        assets,
+        conduits,
+    })
 }

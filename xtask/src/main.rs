@@ -36,12 +36,12 @@ fn main() -> Result<()> {
         Task::Demo => {
             setup::run()?;
             cargo(&["build", "--bins"])?;
-            run(Command::new("target/debug/bessai-demo"))
+            run(&mut Command::new("target/debug/bessai-demo"))
         }
         Task::Bench => {
             setup::run()?;
             cargo(&["build", "--release", "--bins"])?;
-            run(Command::new("target/release/dataplane-bench"))
+            run(&mut Command::new("target/release/dataplane-bench"))
         }
     }
 }
@@ -59,9 +59,25 @@ fn test() -> Result<()> {
 /// The XDP crate is linted for its real target: on the host it is a stub.
 fn clippy_ebpf() -> Result<()> {
     let mut c = Command::new("cargo");
-    c.args(["+1.95.0", "clippy", "-p", "bessai-xdp", "--release", "--target", "bpfel-unknown-none"])
-        .args(["-Z", "build-std=core", "--target-dir", "target/ebpf-clippy", "--", "-D", "warnings"])
-        .env("RUSTC_BOOTSTRAP", "1");
+    c.args([
+        "+1.95.0",
+        "clippy",
+        "-p",
+        "bessai-xdp",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+    ])
+    .args([
+        "-Z",
+        "build-std=core",
+        "--target-dir",
+        "target/ebpf-clippy",
+        "--",
+        "-D",
+        "warnings",
+    ])
+    .env("RUSTC_BOOTSTRAP", "1");
     run(&mut c)
 }
 

@@ -6,43 +6,87 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::run;
+use crate::run as exec;
 
 /// LLVM for bpf-linker (its major must equal rustc's: 22 for 1.95), the
 /// namespace and firewall tools the tests drive, Python for pymodbus.
-const DEBIAN_PACKAGES: &[&str] =
-    &["llvm-22-dev", "iproute2", "nftables", "tcpdump", "ethtool", "python3-pip"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "nftables",
+    "tcpdump",
+    "ethtool",
+    "python3-pip",
+];
 const TOOLCHAIN: &str = "1.95.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const PYMODBUS: &str = "pymodbus==3.8.6";
 
 pub fn run() -> Result<()> {
+    let run = exec;
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .copied()
-        .filter(|p| !succeeds(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]), "install ok installed"))
+        .filter(|p| {
+            !succeeds(
+                Command::new("dpkg-query").args(["-W", "-f=${Status}", p]),
+                "install ok installed",
+            )
+        })
         .collect();
     if !missing.is_empty() {
         run(Command::new("apt-get").arg("update").arg("-q"))?;
         let mut install = Command::new("apt-get");
-        install.args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing);
+        install
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing);
         install.env("DEBIAN_FRONTEND", "noninteractive");
         // A concurrent apt run can clean the archive cache under us: try twice.
         if run(&mut install).is_err() {
             run(&mut install)?;
         }
     }
-    if !succeeds(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", TOOLCHAIN]), "rust-src") {
-        run(Command::new("rustup").args(["toolchain", "install", TOOLCHAIN, "--profile", "minimal"]))?;
-        run(Command::new("rustup").args(["component", "add", "rust-src", "clippy", "rustfmt", "--toolchain", TOOLCHAIN]))?;
+    if !succeeds(
+        Command::new("rustup").args(["component", "list", "--installed", "--toolchain", TOOLCHAIN]),
+        "rust-src",
+    ) {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            TOOLCHAIN,
+            "--profile",
+            "minimal",
+        ]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "clippy",
+            "rustfmt",
+            "--toolchain",
+            TOOLCHAIN,
+        ]))?;
     }
-    if !succeeds(Command::new("bpf-linker").arg("--version"), BPF_LINKER_VERSION) {
+    if !succeeds(
+        Command::new("bpf-linker").arg("--version"),
+        BPF_LINKER_VERSION,
+    ) {
         run(Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+            ])
             .args(["--no-default-features", "--features", "llvm-22"])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
-    if !Command::new("python3").args(["-c", "import pymodbus"]).status().is_ok_and(|s| s.success()) {
+    if !Command::new("python3")
+        .args(["-c", "import pymodbus"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
         run(Command::new("python3").args(["-m", "pip", "install", "-q", PYMODBUS]))?;
     }
     Ok(())
@@ -50,5 +94,6 @@ pub fn run() -> Result<()> {
 
 /// True when `cmd` exits 0 and its stdout contains `needle`.
 fn succeeds(cmd: &mut Command, needle: &str) -> bool {
-    cmd.output().is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(needle))
+    cmd.output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(needle))
 }

@@ -107,7 +107,10 @@ impl Layout {
     #[inline(always)]
     pub fn addrs(&self, f: &Frame) -> (Addr, Addr) {
         if self.ipv6 {
-            (f.addr16(self.l3 + 8).unwrap_or_default(), f.addr16(self.l3 + 24).unwrap_or_default())
+            (
+                f.addr16(self.l3 + 8).unwrap_or_default(),
+                f.addr16(self.l3 + 24).unwrap_or_default(),
+            )
         } else {
             (
                 ipv4_mapped(f.bytes4(self.l3 + 12).unwrap_or_default()),
@@ -220,7 +223,11 @@ pub fn decide<T: Tables + ?Sized, O: AduObserver>(
         else {
             return Decision::drop(Reason::NoConduit);
         };
-        let key = FlowKey { client_port: src_port, server_port: dst_port, ..key };
+        let key = FlowKey {
+            client_port: src_port,
+            server_port: dst_port,
+            ..key
+        };
         let mut d = tcp_flow::judge_client_segment(f, tables, obs, &conduit, &key, flags, lay);
         d.conduit = conduit.id;
         return d;
@@ -241,7 +248,10 @@ pub fn decide<T: Tables + ?Sized, O: AduObserver>(
 enum IpOutcome {
     /// TCP header at `lay.l4`; IP payload ends at `ip_end`. `key` holds the
     /// packet's source as `client`, destination as `server`, ports unset.
-    Tcp { ip_end: usize, key: FlowKey },
+    Tcp {
+        ip_end: usize,
+        key: FlowKey,
+    },
     Verdict(Decision),
 }
 
@@ -277,7 +287,8 @@ fn parse_ipv4<T: Tables + ?Sized>(f: &Frame, tables: &T, lay: &mut Layout) -> Ip
         let first = frag & 0x1fff == 0;
         let to_port = proto == IPPROTO_TCP
             && first
-            && f.be16(lay.l4 + 2).is_some_and(|p| tables.is_protected_port(p));
+            && f.be16(lay.l4 + 2)
+                .is_some_and(|p| tables.is_protected_port(p));
         if to_port || tables.is_asset(&key.server) {
             return IpOutcome::Verdict(Decision::drop(Reason::IpFragment));
         }
@@ -286,22 +297,34 @@ fn parse_ipv4<T: Tables + ?Sized>(f: &Frame, tables: &T, lay: &mut Layout) -> Ip
     if proto != IPPROTO_TCP {
         return IpOutcome::Verdict(Decision::pass(Reason::NotConduit));
     }
-    IpOutcome::Tcp { ip_end: l3 + total, key }
+    IpOutcome::Tcp {
+        ip_end: l3 + total,
+        key,
+    }
 }
 
 #[inline(always)]
 fn parse_ipv6<T: Tables + ?Sized>(f: &Frame, tables: &T, lay: &mut Layout) -> IpOutcome {
     let l3 = lay.l3;
-    let (Some(v), Some(plen), Some(mut next), Some(src), Some(dst)) =
-        (f.u8(l3), f.be16(l3 + 4), f.u8(l3 + 6), f.addr16(l3 + 8), f.addr16(l3 + 24))
-    else {
+    let (Some(v), Some(plen), Some(mut next), Some(src), Some(dst)) = (
+        f.u8(l3),
+        f.be16(l3 + 4),
+        f.u8(l3 + 6),
+        f.addr16(l3 + 8),
+        f.addr16(l3 + 24),
+    ) else {
         return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
     };
     let ip_end = l3 + 40 + plen as usize;
     if v >> 4 != 6 || ip_end > f.wire_len() {
         return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
     }
-    let key = FlowKey { client: src, server: dst, client_port: 0, server_port: 0 };
+    let key = FlowKey {
+        client: src,
+        server: dst,
+        client_port: 0,
+        server_port: 0,
+    };
     lay.ipv6 = true;
     let mut l4 = l3 + 40;
     lay.rst_ok = next == IPPROTO_TCP;
@@ -320,7 +343,8 @@ fn parse_ipv6<T: Tables + ?Sized>(f: &Frame, tables: &T, lay: &mut Layout) -> Ip
                 let inner = f.u8(l4);
                 let to_port = first
                     && inner == Some(IPPROTO_TCP)
-                    && f.be16(l4 + 8 + 2).is_some_and(|p| tables.is_protected_port(p));
+                    && f.be16(l4 + 8 + 2)
+                        .is_some_and(|p| tables.is_protected_port(p));
                 if to_port || tables.is_asset(&key.server) {
                     return IpOutcome::Verdict(Decision::drop(Reason::IpFragment));
                 }

@@ -65,7 +65,10 @@ impl<'a> Frame<'a> {
         // SAFETY: both indices are in bounds (checked above); the references
         // are valid for reads.
         let (hi, lo) = unsafe {
-            (core::ptr::read_volatile(&self.buf[off]), core::ptr::read_volatile(&self.buf[off + 1]))
+            (
+                core::ptr::read_volatile(&self.buf[off]),
+                core::ptr::read_volatile(&self.buf[off + 1]),
+            )
         };
         Some(u16::from_be_bytes([hi, lo]))
     }
@@ -88,7 +91,12 @@ impl<'a> Frame<'a> {
         if off >= FRAME_MAX - 3 || off + 4 > self.len {
             return None;
         }
-        Some([self.buf[off], self.buf[off + 1], self.buf[off + 2], self.buf[off + 3]])
+        Some([
+            self.buf[off],
+            self.buf[off + 1],
+            self.buf[off + 2],
+            self.buf[off + 3],
+        ])
     }
 
     #[inline(always)]

@@ -84,7 +84,8 @@ impl Tables for HostTables {
         self.conduits
             .iter()
             .find(|(k, _)| {
-                k.prefix_len <= key.prefix_len && prefix_matches(&lpm_data(k), &wanted, k.prefix_len)
+                k.prefix_len <= key.prefix_len
+                    && prefix_matches(&lpm_data(k), &wanted, k.prefix_len)
             })
             .map(|(_, c)| *c)
     }

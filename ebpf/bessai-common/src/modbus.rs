@@ -118,7 +118,12 @@ struct Request {
 
 impl Request {
     const fn single(address: u16, quantity: u16) -> Self {
-        Self { address, quantity, write_address: 0, write_quantity: 0 }
+        Self {
+            address,
+            quantity,
+            write_address: 0,
+            write_quantity: 0,
+        }
     }
 }
 
@@ -132,13 +137,21 @@ pub fn judge_adu<T: Tables + ?Sized>(
     conduit: &Conduit,
     tables: &T,
 ) -> AduVerdict {
-    let broken = |reason| AduVerdict { len: 0, reason, info: AduInfo::default() };
+    let broken = |reason| AduVerdict {
+        len: 0,
+        reason,
+        info: AduInfo::default(),
+    };
     if remaining < MBAP_LEN + 1 {
         return broken(Reason::AduSplit);
     }
-    let (Some(transaction), Some(protocol), Some(length), Some(unit), Some(function)) =
-        (f.be16(off), f.be16(off + 2), f.be16(off + 4), f.u8(off + 6), f.u8(off + 7))
-    else {
+    let (Some(transaction), Some(protocol), Some(length), Some(unit), Some(function)) = (
+        f.be16(off),
+        f.be16(off + 2),
+        f.be16(off + 4),
+        f.u8(off + 6),
+        f.u8(off + 7),
+    ) else {
         return broken(Reason::AduSplit);
     };
     if protocol != 0 {
@@ -151,7 +164,12 @@ pub fn judge_adu<T: Tables + ?Sized>(
     if adu_len > remaining {
         return broken(Reason::AduSplit);
     }
-    let mut info = AduInfo { transaction, unit, function, ..AduInfo::default() };
+    let mut info = AduInfo {
+        transaction,
+        unit,
+        function,
+        ..AduInfo::default()
+    };
     // PDU = function code and data; `length` counts the unit id too. The
     // per-function checks below test the PDU length against constants; they
     // get it from a second load of the MBAP length, so that `adu_len` (which
@@ -172,7 +190,11 @@ pub fn judge_adu<T: Tables + ?Sized>(
             check_policy(&req, unit, function, conduit, tables)
         }
     };
-    AduVerdict { len: adu_len, reason, info }
+    AduVerdict {
+        len: adu_len,
+        reason,
+        info,
+    }
 }
 
 /// Structure checks that hold whatever the policy says.
@@ -180,9 +202,19 @@ pub fn judge_adu<T: Tables + ?Sized>(
 fn parse_request(f: &Frame, pdu: usize, pdu_len: usize, function: u8) -> Result<Request, Reason> {
     let u16_at = |o: usize| f.be16(pdu + o).ok_or(Reason::PduMalformed);
     let u8_at = |o: usize| f.u8(pdu + o).ok_or(Reason::PduMalformed);
-    let exact = |n: usize| if pdu_len == n { Ok(()) } else { Err(Reason::PduMalformed) };
+    let exact = |n: usize| {
+        if pdu_len == n {
+            Ok(())
+        } else {
+            Err(Reason::PduMalformed)
+        }
+    };
     let quantity = |q: u16, max: u16| {
-        if q == 0 || q > max { Err(Reason::QuantityInvalid) } else { Ok(q) }
+        if q == 0 || q > max {
+            Err(Reason::QuantityInvalid)
+        } else {
+            Ok(q)
+        }
     };
     if function & 0x80 != 0 || function == 0 {
         // Exception codes are responses; 0 is not a function.
@@ -295,8 +327,11 @@ fn check_policy<T: Tables + ?Sized>(
     if !conduit.allows_unit(unit) {
         return Reason::UnitDenied;
     }
-    let Some(rule) = tables.rule(&RuleKey { conduit: conduit.id, function, part: PART_MAIN })
-    else {
+    let Some(rule) = tables.rule(&RuleKey {
+        conduit: conduit.id,
+        function,
+        part: PART_MAIN,
+    }) else {
         return Reason::FunctionDenied;
     };
     match rule_shape(function) {
@@ -314,7 +349,11 @@ fn check_policy<T: Tables + ?Sized>(
             if read != Reason::Allowed {
                 return read;
             }
-            match tables.rule(&RuleKey { conduit: conduit.id, function, part: PART_WRITE }) {
+            match tables.rule(&RuleKey {
+                conduit: conduit.id,
+                function,
+                part: PART_WRITE,
+            }) {
                 Some(write_rule) => check_range(write_rule, req.write_address, req.write_quantity),
                 None => Reason::AddressDenied,
             }
@@ -328,5 +367,9 @@ fn check_range(rule: &crate::types::Rule, address: u16, quantity: u16) -> Reason
     if last > u16::MAX as u32 {
         return Reason::QuantityInvalid;
     }
-    if rule.covers(address, last as u16) { Reason::Allowed } else { Reason::AddressDenied }
+    if rule.covers(address, last as u16) {
+        Reason::Allowed
+    } else {
+        Reason::AddressDenied
+    }
 }

@@ -38,7 +38,12 @@ pub fn rst_to_client(buf: &mut [u8; FRAME_MAX], lay: &Layout) -> usize {
         put8(buf, l3 + 8, 64);
     }
     swap(buf, tcp, tcp + 2, 2);
-    finish(buf, lay, lay.ack, lay.seq.wrapping_add(lay.payload_len as u32))
+    finish(
+        buf,
+        lay,
+        lay.ack,
+        lay.seq.wrapping_add(lay.payload_len as u32),
+    )
 }
 
 /// IP and TCP header offsets, masked to their possible ranges so that the

@@ -48,8 +48,13 @@ pub(crate) fn judge_client_segment<T: Tables + ?Sized, O: AduObserver>(
         }
         if flags & TCP_ACK == 0 {
             let next = seq.wrapping_add(1);
-            let fresh =
-                FlowState { next_seq: next, last_start: next, denied_seq: 0, state: FLOW_OPEN, _pad: [0; 3] };
+            let fresh = FlowState {
+                next_seq: next,
+                last_start: next,
+                denied_seq: 0,
+                state: FLOW_OPEN,
+                _pad: [0; 3],
+            };
             tables.set_flow(key, &fresh);
         }
         return Decision::pass(Reason::TcpControl);
@@ -60,7 +65,11 @@ pub(crate) fn judge_client_segment<T: Tables + ?Sized, O: AduObserver>(
     {
         // The server already got a RST; answer the client so it reconnects.
         let mut d = Decision::pass(Reason::ResetRepeat);
-        d.action = if lay.rst_ok { Action::ResetClient } else { Action::Drop };
+        d.action = if lay.rst_ok {
+            Action::ResetClient
+        } else {
+            Action::Drop
+        };
         return d;
     }
     if flags & TCP_URG != 0 {
@@ -140,12 +149,22 @@ fn judge_payload<T: Tables + ?Sized, O: AduObserver>(
         if consumed >= lay.payload_len {
             break;
         }
-        let v = judge_adu(f, lay.payload + consumed, lay.payload_len - consumed, conduit, &*tables);
+        let v = judge_adu(
+            f,
+            lay.payload + consumed,
+            lay.payload_len - consumed,
+            conduit,
+            &*tables,
+        );
         obs.adu(conduit.id, &v);
         if v.reason != Reason::Allowed {
             d.reason = v.reason;
             d.has_adu = v.len > 0;
-            d.adu = if v.len > 0 { v.info } else { AduInfo::default() };
+            d.adu = if v.len > 0 {
+                v.info
+            } else {
+                AduInfo::default()
+            };
             d.allowed_adus = progress.allowed;
             return d;
         }
@@ -212,7 +231,13 @@ fn deny<T: Tables + ?Sized>(
     {
         d.event = false;
     }
-    let s = FlowState { next_seq, last_start: prev.last_start, denied_seq: lay.seq, state: FLOW_DROPPED, _pad: [0; 3] };
+    let s = FlowState {
+        next_seq,
+        last_start: prev.last_start,
+        denied_seq: lay.seq,
+        state: FLOW_DROPPED,
+        _pad: [0; 3],
+    };
     tables.set_flow(key, &s);
     d
 }

@@ -42,7 +42,14 @@ fn rule(ranges: &[(u16, u16)]) -> Rule {
 fn conduit(id: u16, mode: u8, on_deny: u8) -> Conduit {
     let mut units = [0u64; 4];
     units[0] = 1 << 1; // unit 1
-    Conduit { id, port: 502, mode, on_deny, _pad: [0; 2], units }
+    Conduit {
+        id,
+        port: 502,
+        mode,
+        on_deny,
+        _pad: [0; 2],
+        units,
+    }
 }
 
 fn tables() -> HostTables {
@@ -63,7 +70,11 @@ fn tables() -> HostTables {
             ConduitKey::with_prefix(mapped(PCS), 502, mapped(src), 128),
             conduit(id, mode, on_deny),
         ));
-        let key = |function, part| RuleKey { conduit: id, function, part };
+        let key = |function, part| RuleKey {
+            conduit: id,
+            function,
+            part,
+        };
         rules.push((key(3, PART_MAIN), rule(&[(0, 99)])));
         rules.push((key(6, PART_MAIN), rule(&[(40, 40), (50, 50)])));
         rules.push((key(16, PART_MAIN), rule(&[(40, 41)])));
@@ -81,7 +92,12 @@ fn judge(t: &mut HostTables, frame: &[u8]) -> (Decision, Layout) {
     let n = frame.len().min(FRAME_MAX);
     buf[..n].copy_from_slice(&frame[..n]);
     let mut lay = Layout::default();
-    let d = decide(&Frame::new(&buf, n, frame.len()), t, &mut NoObserver, &mut lay);
+    let d = decide(
+        &Frame::new(&buf, n, frame.len()),
+        t,
+        &mut NoObserver,
+        &mut lay,
+    );
     (d, lay)
 }
 
@@ -100,7 +116,10 @@ fn handshake_then(t: &mut HostTables, src: &str, payload: Vec<u8>) -> Decision {
 fn allowed_read_passes_after_handshake() {
     let mut t = tables();
     let d = handshake_then(&mut t, EMS, adu(1, 1, &pdu::read_holding(0, 10)));
-    assert_eq!((d.action, d.reason, d.conduit, d.event), (Action::Pass, Reason::Allowed, 0, false));
+    assert_eq!(
+        (d.action, d.reason, d.conduit, d.event),
+        (Action::Pass, Reason::Allowed, 0, false)
+    );
     assert_eq!(d.allowed_adus, 1);
 }
 
@@ -108,11 +127,23 @@ fn allowed_read_passes_after_handshake() {
 fn forbidden_write_resets_server_then_client() {
     let mut t = tables();
     let d = handshake_then(&mut t, EMS, adu(2, 1, &pdu::write_register(41, 7)));
-    assert_eq!((d.action, d.reason, d.event), (Action::ResetServer, Reason::AddressDenied, true));
+    assert_eq!(
+        (d.action, d.reason, d.event),
+        (Action::ResetServer, Reason::AddressDenied, true)
+    );
     assert_eq!((d.adu.function, d.adu.address, d.adu.quantity), (6, 41, 1));
     // The client's retransmission is answered with a RST, without a new event.
-    let (d, _) = judge(&mut t, &client(EMS).seq(1000).payload(adu(2, 1, &pdu::write_register(41, 7))).build());
-    assert_eq!((d.action, d.reason, d.event), (Action::ResetClient, Reason::ResetRepeat, false));
+    let (d, _) = judge(
+        &mut t,
+        &client(EMS)
+            .seq(1000)
+            .payload(adu(2, 1, &pdu::write_register(41, 7)))
+            .build(),
+    );
+    assert_eq!(
+        (d.action, d.reason, d.event),
+        (Action::ResetClient, Reason::ResetRepeat, false)
+    );
 }
 
 #[test]
@@ -121,13 +152,28 @@ fn each_policy_check_has_its_reason() {
         (adu(1, 2, &pdu::read_holding(0, 1)), Reason::UnitDenied),
         (adu(1, 1, &pdu::read_input(0, 1)), Reason::FunctionDenied),
         (adu(1, 1, &pdu::read_holding(90, 11)), Reason::AddressDenied),
-        (adu(1, 1, &pdu::read_holding(0, 126)), Reason::QuantityInvalid),
+        (
+            adu(1, 1, &pdu::read_holding(0, 126)),
+            Reason::QuantityInvalid,
+        ),
         (adu(1, 1, &pdu::read_holding(0, 0)), Reason::QuantityInvalid),
-        (adu(1, 1, &pdu::write_registers(40, &[1, 2])), Reason::Allowed),
-        (adu(1, 1, &pdu::write_registers(41, &[1, 2])), Reason::AddressDenied),
+        (
+            adu(1, 1, &pdu::write_registers(40, &[1, 2])),
+            Reason::Allowed,
+        ),
+        (
+            adu(1, 1, &pdu::write_registers(41, &[1, 2])),
+            Reason::AddressDenied,
+        ),
         (adu(1, 1, &pdu::read_write(0, 2, 40, &[1])), Reason::Allowed),
-        (adu(1, 1, &pdu::read_write(0, 2, 42, &[1])), Reason::AddressDenied),
-        (adu(1, 1, &pdu::read_write(100, 2, 40, &[1])), Reason::AddressDenied),
+        (
+            adu(1, 1, &pdu::read_write(0, 2, 42, &[1])),
+            Reason::AddressDenied,
+        ),
+        (
+            adu(1, 1, &pdu::read_write(100, 2, 40, &[1])),
+            Reason::AddressDenied,
+        ),
         (adu(1, 1, &pdu::diagnostics(0)), Reason::Allowed),
         (adu(1, 1, &pdu::diagnostics(1)), Reason::SubfunctionDenied),
         (adu(1, 1, &pdu::read_device_id(1, 0)), Reason::Allowed),
@@ -150,7 +196,10 @@ fn fc23_with_inconsistent_byte_count_is_malformed() {
     p[9] = 2; // byte count 2 for a write quantity of 2
     p.truncate(12);
     let mut t = tables();
-    assert_eq!(handshake_then(&mut t, EMS, adu(1, 1, &p)).reason, Reason::PduMalformed);
+    assert_eq!(
+        handshake_then(&mut t, EMS, adu(1, 1, &p)).reason,
+        Reason::PduMalformed
+    );
 }
 
 #[test]
@@ -177,45 +226,71 @@ fn mbap_framing_errors() {
 
 #[test]
 fn pipelined_adus_are_each_judged() {
-    let eight: Vec<u8> = (0..8).flat_map(|i| adu(i, 1, &pdu::read_holding(i * 10, 5))).collect();
+    let eight: Vec<u8> = (0..8)
+        .flat_map(|i| adu(i, 1, &pdu::read_holding(i * 10, 5)))
+        .collect();
     let mut t = tables();
     let d = handshake_then(&mut t, EMS, eight);
     assert_eq!((d.reason, d.allowed_adus), (Reason::Allowed, 8));
 
-    let mut with_write: Vec<u8> = (0..3).flat_map(|i| adu(i, 1, &pdu::read_holding(0, 1))).collect();
+    let mut with_write: Vec<u8> = (0..3)
+        .flat_map(|i| adu(i, 1, &pdu::read_holding(0, 1)))
+        .collect();
     with_write.extend(adu(9, 1, &pdu::write_register(99, 1)));
     let mut t = tables();
     let d = handshake_then(&mut t, EMS, with_write);
     assert_eq!((d.reason, d.adu.transaction), (Reason::AddressDenied, 9));
 
-    let many: Vec<u8> = (0..17).flat_map(|i| adu(i, 1, &pdu::read_holding(0, 1))).collect();
+    let many: Vec<u8> = (0..17)
+        .flat_map(|i| adu(i, 1, &pdu::read_holding(0, 1)))
+        .collect();
     let mut t = tables();
-    assert_eq!(handshake_then(&mut t, EMS, many).reason, Reason::TooManyAdus);
+    assert_eq!(
+        handshake_then(&mut t, EMS, many).reason,
+        Reason::TooManyAdus
+    );
 }
 
 #[test]
 fn stream_desynchronisation_fails_closed() {
     let read = adu(1, 1, &pdu::read_holding(0, 1)); // 12 bytes
     let mut t = tables();
-    assert_eq!(handshake_then(&mut t, EMS, read.clone()).reason, Reason::Allowed);
+    assert_eq!(
+        handshake_then(&mut t, EMS, read.clone()).reason,
+        Reason::Allowed
+    );
     // Exact retransmission: judged again, passes.
     let d = judge(&mut t, &client(EMS).seq(1000).payload(read.clone()).build()).0;
     assert_eq!(d.reason, Reason::Allowed);
     // Partial overlap with judged bytes.
     let d = judge(&mut t, &client(EMS).seq(1006).payload(read.clone()).build()).0;
-    assert_eq!((d.action, d.reason), (Action::ResetServer, Reason::TcpOverlap));
+    assert_eq!(
+        (d.action, d.reason),
+        (Action::ResetServer, Reason::TcpOverlap)
+    );
 
     let mut t = tables();
     handshake_then(&mut t, EMS, read.clone());
     let d = judge(&mut t, &client(EMS).seq(1100).payload(read.clone()).build()).0;
     assert_eq!((d.action, d.reason), (Action::Drop, Reason::OutOfOrder));
-    let d = judge(&mut t, &client(EMS).seq(1012).flags(TCP_ACK | TCP_URG).payload(read.clone()).build()).0;
+    let d = judge(
+        &mut t,
+        &client(EMS)
+            .seq(1012)
+            .flags(TCP_ACK | TCP_URG)
+            .payload(read.clone())
+            .build(),
+    )
+    .0;
     assert_eq!(d.reason, Reason::TcpUrgent);
 
     // Data without a handshake the gateway saw.
     let mut t = tables();
     let d = judge(&mut t, &client(EMS).payload(read.clone()).build()).0;
-    assert_eq!((d.action, d.reason), (Action::ResetServer, Reason::UnknownFlow));
+    assert_eq!(
+        (d.action, d.reason),
+        (Action::ResetServer, Reason::UnknownFlow)
+    );
     // SYN carrying data (TCP Fast Open).
     let mut t = tables();
     let d = judge(&mut t, &client(EMS).flags(TCP_SYN).payload(read).build()).0;
@@ -227,7 +302,10 @@ fn stream_desynchronisation_fails_closed() {
 fn hosts_outside_conduits_get_nothing_through() {
     let mut t = tables();
     let d = judge(&mut t, &client(OUTSIDER).flags(TCP_SYN).build()).0;
-    assert_eq!((d.action, d.reason, d.event), (Action::Drop, Reason::NoConduit, true));
+    assert_eq!(
+        (d.action, d.reason, d.event),
+        (Action::Drop, Reason::NoConduit, true)
+    );
     // A response toward a host in no conduit is dropped too.
     let resp = TcpFrame::new(ip(PCS), ip(OUTSIDER), 502, 40000).payload(adu(1, 1, &[3, 2, 0, 1]));
     assert_eq!(judge(&mut t, &resp.build()).0.reason, Reason::NoConduit);
@@ -251,7 +329,14 @@ fn other_traffic_is_left_to_nftables() {
 fn vlan_ipv6_and_fragments() {
     let mut t = tables();
     judge(&mut t, &client(EMS).seq(999).flags(TCP_SYN).vlan(7).build());
-    let d = judge(&mut t, &client(EMS).vlan(7).payload(adu(1, 1, &pdu::read_holding(0, 1))).build()).0;
+    let d = judge(
+        &mut t,
+        &client(EMS)
+            .vlan(7)
+            .payload(adu(1, 1, &pdu::read_holding(0, 1)))
+            .build(),
+    )
+    .0;
     assert_eq!(d.reason, Reason::Allowed);
 
     let mut qinq = client(EMS).vlan(7).build();
@@ -263,16 +348,24 @@ fn vlan_ipv6_and_fragments() {
     assert_eq!(judge(&mut t, &frag.build()).0.reason, Reason::IpFragment);
 
     let v6 = TcpFrame::new(ip("fd00::10"), ip("fd00::11"), 40000, 502);
-    assert_eq!(judge(&mut t, &v6.flags(TCP_SYN).build()).0.reason, Reason::NoConduit);
+    assert_eq!(
+        judge(&mut t, &v6.flags(TCP_SYN).build()).0.reason,
+        Reason::NoConduit
+    );
 }
 
 #[test]
 fn monitor_mode_passes_and_reports() {
     let mut t = tables();
     let d = handshake_then(&mut t, MONITORED, adu(1, 1, &pdu::write_register(41, 1)));
-    assert_eq!((d.action, d.reason, d.event, d.monitor), (Action::Pass, Reason::AddressDenied, true, true));
+    assert_eq!(
+        (d.action, d.reason, d.event, d.monitor),
+        (Action::Pass, Reason::AddressDenied, true, true)
+    );
     // The stream moved on: the next request is judged normally.
-    let next = client(MONITORED).seq(1012).payload(adu(2, 1, &pdu::read_holding(0, 1)));
+    let next = client(MONITORED)
+        .seq(1012)
+        .payload(adu(2, 1, &pdu::read_holding(0, 1)));
     assert_eq!(judge(&mut t, &next.build()).0.reason, Reason::Allowed);
 }
 
@@ -283,9 +376,14 @@ fn drop_mode_counts_retransmissions_once() {
     let d = handshake_then(&mut t, DROPPER, write.clone());
     assert_eq!((d.action, d.event), (Action::Drop, true));
     let d = judge(&mut t, &client(DROPPER).seq(1000).payload(write).build()).0;
-    assert_eq!((d.action, d.reason, d.event), (Action::Drop, Reason::AddressDenied, false));
+    assert_eq!(
+        (d.action, d.reason, d.event),
+        (Action::Drop, Reason::AddressDenied, false)
+    );
     // A different, allowed request at the same position goes through.
-    let read = client(DROPPER).seq(1000).payload(adu(2, 1, &pdu::read_holding(0, 1)));
+    let read = client(DROPPER)
+        .seq(1000)
+        .payload(adu(2, 1, &pdu::read_holding(0, 1)));
     assert_eq!(judge(&mut t, &read.build()).0.reason, Reason::Allowed);
 }
 
@@ -303,7 +401,12 @@ fn rsts_are_well_formed() {
         let mut lay = Layout::default();
         let mut t = HostTables::default();
         t.settings.ports[0] = 502;
-        decide(&Frame::new(&buf, f.len(), f.len()), &mut t, &mut NoObserver, &mut lay);
+        decide(
+            &Frame::new(&buf, f.len(), f.len()),
+            &mut t,
+            &mut NoObserver,
+            &mut lay,
+        );
         assert!(lay.rst_ok);
 
         let mut to_server = buf;
@@ -311,7 +414,11 @@ fn rsts_are_well_formed() {
         let out = &to_server[..n];
         assert!(craft::checksums_ok(out), "{src}: server RST checksum");
         assert_eq!(out[n - 7], 0x14, "RST|ACK");
-        assert_eq!(&out[n - 16..n - 12], &1000u32.to_be_bytes(), "seq = the denied segment's");
+        assert_eq!(
+            &out[n - 16..n - 12],
+            &1000u32.to_be_bytes(),
+            "seq = the denied segment's"
+        );
         assert_eq!(&out[..12], &f[..12], "same MACs");
 
         let mut to_client = buf;
@@ -320,7 +427,11 @@ fn rsts_are_well_formed() {
         assert!(craft::checksums_ok(out), "{src}: client RST checksum");
         assert_eq!(&out[..6], &f[6..12], "back to the sender's MAC");
         assert_eq!(&out[n - 20..n - 18], &502u16.to_be_bytes());
-        assert_eq!(&out[n - 16..n - 12], &5000u32.to_be_bytes(), "seq = the client's ack");
+        assert_eq!(
+            &out[n - 16..n - 12],
+            &5000u32.to_be_bytes(),
+            "seq = the client's ack"
+        );
     }
 }
 

@@ -26,7 +26,9 @@ pub const NO_CONDUIT: u16 = u16::MAX;
 pub type Addr = [u8; 16];
 
 pub const fn ipv4_mapped(v4: [u8; 4]) -> Addr {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
 }
 
 pub const fn is_ipv4_mapped(a: &Addr) -> bool {
@@ -151,8 +153,11 @@ pub struct Rule {
 const _: () = assert!(size_of::<Rule>() == 68);
 
 impl Rule {
-    pub const EMPTY: Rule =
-        Rule { count: 0, _pad: [0; 3], ranges: [AddrRange { start: 0, end: 0 }; MAX_RANGES] };
+    pub const EMPTY: Rule = Rule {
+        count: 0,
+        _pad: [0; 3],
+        ranges: [AddrRange { start: 0, end: 0 }; MAX_RANGES],
+    };
 
     /// True when `[first, last]` lies inside one range.
     #[inline(always)]

@@ -9,9 +9,9 @@ use aya_ebpf::{
 };
 use bessai_common::{
     Action, Addr, CONDUIT_ALLOWED, CONDUIT_DENIED, CONDUIT_KEY_DATA, CONDUIT_MONITORED,
-    CONDUIT_RESETS, Conduit, ConduitCounters, ConduitKey, Decision, EVENT_HAS_ADU,
-    EVENT_MONITOR, Event, FRAME_MAX, Layout, FlowKey, FlowState, MAX_ASSETS, MAX_CONDUIT_PREFIXES,
-    MAX_CONDUITS, MAX_FLOWS, MAX_RULES, NoObserver, Rule, RuleKey, Settings, Tables, decide,
+    CONDUIT_RESETS, Conduit, ConduitCounters, ConduitKey, Decision, EVENT_HAS_ADU, EVENT_MONITOR,
+    Event, FRAME_MAX, FlowKey, FlowState, Layout, MAX_ASSETS, MAX_CONDUIT_PREFIXES, MAX_CONDUITS,
+    MAX_FLOWS, MAX_RULES, NoObserver, Rule, RuleKey, Settings, Tables, decide,
     frame::Frame,
     reason::NUM_REASONS,
     rst::{RST_MAX, rst_to_client, rst_to_server},
@@ -20,7 +20,8 @@ use bessai_common::{
 #[map]
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
-static CONDUITS: LpmTrie<[u8; CONDUIT_KEY_DATA], Conduit> = LpmTrie::with_max_entries(MAX_CONDUIT_PREFIXES, 0);
+static CONDUITS: LpmTrie<[u8; CONDUIT_KEY_DATA], Conduit> =
+    LpmTrie::with_max_entries(MAX_CONDUIT_PREFIXES, 0);
 #[map]
 static RULES: HashMap<RuleKey, Rule> = HashMap::with_max_entries(MAX_RULES, 0);
 #[map]
@@ -156,8 +157,17 @@ fn try_filter(ctx: &XdpContext) -> Result<u32, Fault> {
     let wire_len = ctx.data_end() - ctx.data();
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(Fault::NoScratch)?;
     // SAFETY: a per-CPU map value, used by this invocation only.
-    let Scratch { frame: buf, layout: lay, decision, .. } = unsafe { &mut *scratch };
-    let copy = if wire_len > FRAME_MAX { FRAME_MAX } else { wire_len };
+    let Scratch {
+        frame: buf,
+        layout: lay,
+        decision,
+        ..
+    } = unsafe { &mut *scratch };
+    let copy = if wire_len > FRAME_MAX {
+        FRAME_MAX
+    } else {
+        wire_len
+    };
     if copy == 0 {
         return Ok(XDP_DROP);
     }
@@ -264,7 +274,8 @@ fn emit(d: &Decision, lay: &Layout, frame: &Frame) {
         flags |= EVENT_HAS_ADU;
     }
     let (src, dst) = lay.addrs(frame);
-    let write_denied = d.adu.write_quantity != 0 && d.reason == bessai_common::Reason::AddressDenied;
+    let write_denied =
+        d.adu.write_quantity != 0 && d.reason == bessai_common::Reason::AddressDenied;
     // Fields written in place: an Event built on the stack first would cost
     // 64 of the 512 bytes of stack.
     let e = entry.as_mut_ptr();
@@ -277,8 +288,16 @@ fn emit(d: &Decision, lay: &Layout, frame: &Frame) {
         (*e).src_port = lay.src_port;
         (*e).dst_port = lay.dst_port;
         (*e).conduit = d.conduit;
-        (*e).address = if write_denied { d.adu.write_address } else { d.adu.address };
-        (*e).quantity = if write_denied { d.adu.write_quantity } else { d.adu.quantity };
+        (*e).address = if write_denied {
+            d.adu.write_address
+        } else {
+            d.adu.address
+        };
+        (*e).quantity = if write_denied {
+            d.adu.write_quantity
+        } else {
+            d.adu.quantity
+        };
         (*e).transaction = d.adu.transaction;
         (*e).reason = d.reason as u8;
         (*e).action = d.action as u8;

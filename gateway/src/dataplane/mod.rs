@@ -1,4 +1,205 @@
-//! The kernel side of the gateway: the embedded XDP object and its maps.
+//! The kernel side of the gateway: the embedded XDP object, its maps, attach
+//! and detach, BPF_PROG_TEST_RUN, events and counters.
+
+mod counters;
+mod events;
+mod maps;
+
+use std::time::Duration;
+
+use aya::{
+    Ebpf,
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use bessai_common::{Action, Reason};
+use bessai_policy::Compiled;
+pub use counters::{ConduitTotals, Counters};
+pub use events::{EventStream, render_event};
 
 /// The XDP object built by build.rs, aligned for the ELF parser.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bessai-xdp"));
+
+const PROGRAM: &str = "bessai_xdp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the XDP object has no program {PROGRAM}")]
+    NoProgram,
+    #[error("the XDP object has no map {0}")]
+    NoMap(&'static str),
+    #[error("verifying or attaching the XDP program: {0}")]
+    Program(#[from] ProgramError),
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("attaching to {iface}: neither native nor generic XDP: {source}")]
+    Attach {
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// How a program ended up attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    Native,
+    Generic,
+}
+
+impl AttachMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+/// A loaded (verified) XDP program with its maps. Dropping it detaches every
+/// link it attached.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    links: Vec<(String, XdpLinkId)>,
+}
+
+/// One BPF_PROG_TEST_RUN result.
+#[derive(Debug, Clone)]
+pub struct TestRunOutcome {
+    /// The XDP action code (XDP_DROP = 1, XDP_PASS = 2, XDP_TX = 3).
+    pub xdp_action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Mean time per run reported by the kernel.
+    pub per_run: Duration,
+}
+
+impl Dataplane {
+    /// Loads the embedded object and runs the verifier.
+    pub fn load() -> Result<Self, DataplaneError> {
+        let mut ebpf = Ebpf::load(XDP_OBJECT)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DataplaneError::NoProgram)?
+            .try_into()?;
+        prog.load()?;
+        Ok(Self {
+            ebpf,
+            links: Vec::new(),
+        })
+    }
+
+    /// Replaces the policy tables with `compiled`.
+    pub fn install(&mut self, compiled: &Compiled) -> Result<(), DataplaneError> {
+        maps::install(&mut self.ebpf, compiled)
+    }
+
+    /// Attaches to `iface`: natively where the driver supports XDP (and
+    /// `allow_native`), else in generic (SKB) mode unless `allow_generic` is false.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        allow_native: bool,
+        allow_generic: bool,
+    ) -> Result<AttachMode, DataplaneError> {
+        let prog = self.program_mut()?;
+        let native = if allow_native {
+            Some(prog.attach(iface, XdpMode::Driver))
+        } else {
+            None
+        };
+        let (id, mode) = match native {
+            Some(Ok(id)) => (id, AttachMode::Native),
+            Some(Err(source)) if !allow_generic => {
+                return Err(DataplaneError::Attach {
+                    iface: iface.to_string(),
+                    source,
+                });
+            }
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::debug!(iface, error = %e, "native XDP unavailable, trying generic");
+                }
+                let id =
+                    prog.attach(iface, XdpMode::Skb)
+                        .map_err(|source| DataplaneError::Attach {
+                            iface: iface.to_string(),
+                            source,
+                        })?;
+                (id, AttachMode::Generic)
+            }
+        };
+        self.links.push((iface.to_string(), id));
+        Ok(mode)
+    }
+
+    /// Detaches from every interface (also done on drop).
+    pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
+        let links = std::mem::take(&mut self.links);
+        let prog = self.program_mut()?;
+        for (iface, id) in links {
+            if let Err(e) = prog.detach(id) {
+                tracing::warn!(iface, error = %e, "detach failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the program once (or `repeat` times) on `frame` with
+    /// BPF_PROG_TEST_RUN; the maps (policy and flow state) are the live ones.
+    pub fn test_run(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutcome, DataplaneError> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self.program_mut()?;
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::new()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestRunOutcome {
+            xdp_action: r.return_value,
+            frame: out,
+            per_run: r.duration,
+        })
+    }
+
+    /// Reason and action of the last frame the program judged.
+    pub fn last_verdict(&self) -> Result<(Reason, Action), DataplaneError> {
+        let v = maps::last_verdict(&self.ebpf)?;
+        let reason = Reason::from_u8(v as u8).unwrap_or(Reason::Malformed);
+        let action = Action::from_u8((v >> 8) as u8).unwrap_or(Action::Drop);
+        Ok((reason, action))
+    }
+
+    /// Forgets every tracked TCP connection.
+    pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
+        maps::clear_flows(&mut self.ebpf)
+    }
+
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        counters::read(&self.ebpf)
+    }
+
+    /// Takes the event ring buffer (once).
+    pub fn events(&mut self) -> Result<EventStream, DataplaneError> {
+        EventStream::take(&mut self.ebpf)
+    }
+
+    fn program_mut(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        Ok(self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DataplaneError::NoProgram)?
+            .try_into()?)
+    }
+}

@@ -1,0 +1,119 @@
+//! Command line: `policy check`, `run`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::exit;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bessai-gw",
+    version,
+    about = "BESSAI Edge Gateway: Modbus/TCP zone boundary enforced in XDP"
+)]
+pub struct Cli {
+    /// Log format on stdout.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Policy files: validate.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Load the XDP program, install the policy, enforce until SIGINT/SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XdpModeArg {
+    /// Native (driver) mode where available, else generic.
+    Auto,
+    /// Driver mode only; fail where the driver lacks it.
+    Native,
+    /// Generic (SKB) mode: works on every interface, slower.
+    Generic,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Validate a policy file: exit 0 when valid, 65 with one line per error.
+    Check { file: PathBuf },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Policy file (TOML, see docs/policy.md).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Interface to enforce on; repeat for each side of the boundary.
+    #[arg(long = "iface", required = true)]
+    pub ifaces: Vec<String>,
+    /// XDP attach mode: native where the driver supports it (auto), or force one.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
+    /// Seconds between counter summaries in the log (0: only at exit).
+    #[arg(long, default_value_t = 60)]
+    pub stats_interval: u64,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return ExitCode::from(if usage { exit::USAGE } else { exit::OK });
+        }
+    };
+    init_logging(cli.log_format);
+    ExitCode::from(match cli.command {
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => policy_check(&file),
+        Command::Run(args) => crate::run::run(args),
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn policy_check(file: &std::path::Path) -> u8 {
+    match bessai_policy::load(file) {
+        Ok(policy) => {
+            let compiled = policy.compile();
+            println!(
+                "{}: valid: {} conduits, {} rules",
+                file.display(),
+                compiled.conduits_meta.len(),
+                compiled.rules.len()
+            );
+            exit::OK
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            exit::DATAERR
+        }
+    }
+}

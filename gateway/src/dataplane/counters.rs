@@ -1,0 +1,82 @@
+//! Per-reason and per-conduit counters, summed over CPUs.
+
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray},
+};
+use bessai_common::{
+    CONDUIT_ALLOWED, CONDUIT_DENIED, CONDUIT_MONITORED, CONDUIT_RESETS, ConduitCounters, Reason,
+    reason::NUM_REASONS,
+};
+
+use super::DataplaneError;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConduitTotals {
+    pub allowed_adus: u64,
+    pub denied: u64,
+    pub monitored: u64,
+    pub resets: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    pub by_reason: Vec<(Reason, u64)>,
+    /// Index = conduit id.
+    pub by_conduit: Vec<ConduitTotals>,
+}
+
+impl Counters {
+    pub fn reason(&self, r: Reason) -> u64 {
+        self.by_reason
+            .iter()
+            .find(|(x, _)| *x == r)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+pub(super) fn read(ebpf: &Ebpf) -> Result<Counters, DataplaneError> {
+    let err = |source| DataplaneError::Map {
+        map: "counters",
+        source,
+    };
+    let reasons: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+        ebpf.map("REASON_COUNTERS")
+            .ok_or(DataplaneError::NoMap("REASON_COUNTERS"))?,
+    )
+    .map_err(err)?;
+    let mut by_reason = Vec::new();
+    for i in 0..NUM_REASONS as u32 {
+        if let Some(r) = Reason::from_u8(i as u8) {
+            let total: u64 = reasons.get(&i, 0).map_err(err)?.iter().sum();
+            by_reason.push((r, total));
+        }
+    }
+    let conduits: PerCpuArray<&MapData, ConduitCounters> = PerCpuArray::try_from(
+        ebpf.map("CONDUIT_COUNTERS")
+            .ok_or(DataplaneError::NoMap("CONDUIT_COUNTERS"))?,
+    )
+    .map_err(err)?;
+    let mut by_conduit = Vec::new();
+    for i in 0..conduits.len() {
+        let mut t = ConduitTotals::default();
+        for c in conduits.get(&i, 0).map_err(err)?.iter() {
+            t.allowed_adus += c[CONDUIT_ALLOWED];
+            t.denied += c[CONDUIT_DENIED];
+            t.monitored += c[CONDUIT_MONITORED];
+            t.resets += c[CONDUIT_RESETS];
+        }
+        by_conduit.push(t);
+    }
+    // Trailing conduits that saw nothing are not reported.
+    while by_conduit
+        .last()
+        .is_some_and(|t| *t == ConduitTotals::default())
+    {
+        by_conduit.pop();
+    }
+    Ok(Counters {
+        by_reason,
+        by_conduit,
+    })
+}

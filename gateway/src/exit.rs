@@ -1,0 +1,11 @@
+//! Exit codes (sysexits.h), so that scripts and systemd can tell failures apart.
+
+pub const OK: u8 = 0;
+/// Command line usage error.
+pub const USAGE: u8 = 64;
+/// Bad input data: an invalid policy file.
+pub const DATAERR: u8 = 65;
+/// The kernel refused something (verifier, attach).
+pub const OSERR: u8 = 71;
+/// Not permitted (XDP needs CAP_BPF and CAP_NET_ADMIN).
+pub const NOPERM: u8 = 77;
