@@ -136,7 +136,7 @@ fn random_pdu(rng: &mut StdRng) -> Vec<u8> {
         rng.random_range(0..300)
     };
     match rng.random_range(0..12) {
-        0 | 1 | 2 => pdu::read_holding(a, q),
+        0..=2 => pdu::read_holding(a, q),
         3 => pdu::read_input(a, q),
         4 => pdu::write_register(if rng.random_bool(0.5) { 40 } else { a }, rng.random()),
         5 => pdu::write_registers(a, &vec![7; (q as usize).clamp(1, 130)]),

@@ -49,13 +49,14 @@ fn number(s: &str) -> Option<i64> {
 }
 
 fn check_value(n: i64, max: u32, text: &str) -> Result<u32, ErrorKind> {
-    if max == 0xffff && (100_001..=465_536).contains(&n) {
-        if let Some(hint) = data_model_hint(text) {
-            return Err(ErrorKind::DataModelNotation {
-                text: text.to_string(),
-                hint,
-            });
-        }
+    if max == 0xffff
+        && (100_001..=465_536).contains(&n)
+        && let Some(hint) = data_model_hint(text)
+    {
+        return Err(ErrorKind::DataModelNotation {
+            text: text.to_string(),
+            hint,
+        });
     }
     if n < 0 || n > max as i64 {
         return Err(ErrorKind::OutOfRange {

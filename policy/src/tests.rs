@@ -65,9 +65,12 @@ fn a_valid_rule_set() {
     assert_eq!(c.rules.len(), 5, "FC23 has a read and a write entry");
 }
 
+/// Rules appended to BASE, the expected line and column, a check of the kind.
+type Case = (&'static str, usize, usize, fn(&ErrorKind) -> bool);
+
 #[test]
 fn each_error_names_its_line_and_column() {
-    let cases: Vec<(&str, usize, usize, fn(&ErrorKind) -> bool)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "[[conduit.rule]]\nfunction = \"read_holding_register\"\naddresses = [\"0\"]\n",
             L + 1,

@@ -28,7 +28,7 @@ impl HostTables {
         assets: impl IntoIterator<Item = Addr>,
     ) -> Self {
         let mut conduits: Vec<_> = conduits.into_iter().collect();
-        conduits.sort_by(|a, b| b.0.prefix_len.cmp(&a.0.prefix_len));
+        conduits.sort_by_key(|(k, _)| std::cmp::Reverse(k.prefix_len));
         Self {
             settings,
             conduits,
