@@ -308,3 +308,10 @@ fn emit(d: &Decision, lay: &Layout, frame: &Frame) {
     }
     entry.submit(0);
 }
+
+/// Passes everything. Not attached anywhere: the benchmark runs it beside
+/// `bessai_xdp` to show what BPF_PROG_TEST_RUN itself costs per packet.
+#[xdp]
+pub fn xdp_pass_baseline(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}

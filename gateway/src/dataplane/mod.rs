@@ -20,6 +20,7 @@ pub use events::{EventStream, render_event};
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bessai-xdp"));
 
 const PROGRAM: &str = "bessai_xdp";
+const BASELINE: &str = "xdp_pass_baseline";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -171,6 +172,36 @@ impl Dataplane {
             frame: out,
             per_run: r.duration,
         })
+    }
+
+    /// Runs the trivial pass-everything program of the same object, to
+    /// measure what BPF_PROG_TEST_RUN itself costs.
+    pub fn test_run_baseline(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<Duration, DataplaneError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(BASELINE)
+            .ok_or(DataplaneError::NoProgram)?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()?;
+        }
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        })?;
+        Ok(r.duration)
+    }
+
+    /// The kernel's own accounting for the program: (total run time, runs).
+    /// Counts only while BPF statistics are enabled (`aya::sys::enable_stats`).
+    pub fn run_stats(&mut self) -> Result<(Duration, u64), DataplaneError> {
+        let info = self.program_mut()?.info()?;
+        Ok((info.run_time(), info.run_count()))
     }
 
     /// Reason and action of the last frame the program judged.
