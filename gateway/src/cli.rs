@@ -51,6 +51,23 @@ pub enum XdpModeArg {
 pub enum PolicyCommand {
     /// Validate a policy file: exit 0 when valid, 65 with one line per error.
     Check { file: PathBuf },
+    /// Replay a capture through the data plane's decision function: exit 0
+    /// when nothing was denied, 1 when something was, 65 on bad input.
+    Test {
+        policy: PathBuf,
+        #[arg(long)]
+        pcap: PathBuf,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Summary per conduit, then the denied transactions.
+    Text,
+    /// One JSON object per transaction.
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -83,6 +100,14 @@ pub fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => policy_check(&file),
+        Command::Policy {
+            command:
+                PolicyCommand::Test {
+                    policy,
+                    pcap,
+                    format,
+                },
+        } => crate::report::policy_test(&policy, &pcap, format),
         Command::Run(args) => crate::run::run(args),
     })
 }

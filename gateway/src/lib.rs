@@ -3,4 +3,6 @@ pub mod capture;
 pub mod cli;
 pub mod dataplane;
 pub mod exit;
+pub mod replay;
+pub mod report;
 pub mod run;
