@@ -247,3 +247,62 @@ fn malformed_and_truncated_captures_exit_65() {
         );
     }
 }
+
+/// Zeek's icsnpp-modbus expected log is a golden file for parsed fields: our
+/// transactions must agree on function, unit, address and quantity.
+#[test]
+fn fields_agree_with_the_icsnpp_golden_log() {
+    let names = [
+        ("READ_COILS", 1),
+        ("READ_DISCRETE_INPUTS", 2),
+        ("READ_HOLDING_REGISTERS", 3),
+        ("READ_INPUT_REGISTERS", 4),
+        ("WRITE_SINGLE_COIL", 5),
+        ("WRITE_SINGLE_REGISTER", 6),
+        ("READ_EXCEPTION_STATUS", 7),
+        ("DIAGNOSTICS", 8),
+        ("WRITE_MULTIPLE_COILS", 15),
+        ("WRITE_MULTIPLE_REGISTERS", 16),
+        ("REPORT_SLAVE_ID", 17),
+        ("READ_FILE_RECORD", 20),
+        ("WRITE_FILE_RECORD", 21),
+        ("MASK_WRITE_REGISTER", 22),
+        ("READ_WRITE_MULTIPLE_REGISTERS", 23),
+        ("READ_FIFO_QUEUE", 24),
+        ("ENCAP_INTERFACE_TRANSPORT", 43),
+    ];
+    let golden =
+        std::fs::read_to_string(data("icsnpp-modbus-example.expected-detailed.log")).unwrap();
+    // Any conduit: the fields are what is compared, not the verdicts.
+    let (_, ts) = replay(
+        &policy(&["10.0.0.1"], "1", "[[conduit.rule]]\nfunction = 17\n"),
+        "icsnpp-modbus-example.pcap",
+    );
+    let mut compared = 0;
+    for row in golden.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = row.split('\t').collect();
+        let (tid, unit, func, address, quantity) = (f[6], f[7], f[8], f[9], f[10]);
+        let code = names
+            .iter()
+            .find(|(n, _)| *n == func)
+            .unwrap_or_else(|| panic!("function {func}"))
+            .1;
+        let t = ts
+            .iter()
+            .find(|t| {
+                t["transaction_id"].to_string() == tid
+                    && t["unit"].to_string() == unit
+                    && t["function"] == code
+            })
+            .unwrap_or_else(|| panic!("no transaction for golden row {row}"));
+        if address != "-" {
+            assert_eq!(t["address"].to_string(), address, "address of {row}");
+        }
+        if quantity != "-" {
+            assert_eq!(t["quantity"].to_string(), quantity, "quantity of {row}");
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 26, "every golden row");
+    assert_eq!(ts.len(), 24, "one transaction per request in the capture");
+}

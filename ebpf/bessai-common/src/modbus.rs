@@ -279,8 +279,9 @@ fn parse_request(f: &Frame, pdu: usize, pdu_len: usize, function: u8) -> Result<
             })
         }
         FC_READ_FIFO_QUEUE => {
+            // No quantity on the wire; the range check treats it as one address.
             exact(3)?;
-            Ok(Request::single(u16_at(1)?, 1))
+            Ok(Request::single(u16_at(1)?, 0))
         }
         FC_DIAGNOSTICS => {
             if pdu_len < 3 {
@@ -363,7 +364,8 @@ fn check_policy<T: Tables + ?Sized>(
 
 #[inline(always)]
 fn check_range(rule: &crate::types::Rule, address: u16, quantity: u16) -> Reason {
-    let last = address as u32 + quantity as u32 - 1;
+    // FC 24 carries no quantity: its pointer address alone must be allowed.
+    let last = address as u32 + quantity.max(1) as u32 - 1;
     if last > u16::MAX as u32 {
         return Reason::QuantityInvalid;
     }
