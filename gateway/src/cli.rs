@@ -60,6 +60,17 @@ pub enum PolicyCommand {
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },
+    /// Write a draft policy that allows exactly what the captures show.
+    Learn {
+        #[arg(long = "pcap", required = true)]
+        pcaps: Vec<PathBuf>,
+        /// The Modbus/TCP port of the servers.
+        #[arg(long, default_value_t = 502)]
+        port: u16,
+        /// Write the draft here instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -108,6 +119,14 @@ pub fn main() -> ExitCode {
                     format,
                 },
         } => crate::report::policy_test(&policy, &pcap, format),
+        Command::Policy {
+            command:
+                PolicyCommand::Learn {
+                    pcaps,
+                    port,
+                    output,
+                },
+        } => policy_learn(&pcaps, port, output.as_deref()),
         Command::Run(args) => crate::run::run(args),
     })
 }
@@ -141,4 +160,30 @@ fn policy_check(file: &std::path::Path) -> u8 {
             exit::DATAERR
         }
     }
+}
+
+fn policy_learn(pcaps: &[PathBuf], port: u16, output: Option<&std::path::Path>) -> u8 {
+    let learned = match crate::learn::learn(pcaps, port) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::DATAERR;
+        }
+    };
+    let toml = learned.to_toml(pcaps);
+    match output {
+        None => print!("{toml}"),
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &toml) {
+                eprintln!("{}: {e}", path.display());
+                return exit::CANTCREAT;
+            }
+            eprintln!(
+                "{}: draft policy from {} packets",
+                path.display(),
+                learned.packets
+            );
+        }
+    }
+    exit::OK
 }

@@ -9,3 +9,5 @@ pub const DATAERR: u8 = 65;
 pub const OSERR: u8 = 71;
 /// Not permitted (XDP needs CAP_BPF and CAP_NET_ADMIN).
 pub const NOPERM: u8 = 77;
+/// An output file could not be written.
+pub const CANTCREAT: u8 = 73;

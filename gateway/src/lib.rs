@@ -3,6 +3,7 @@ pub mod capture;
 pub mod cli;
 pub mod dataplane;
 pub mod exit;
+pub mod learn;
 pub mod replay;
 pub mod report;
 pub mod run;

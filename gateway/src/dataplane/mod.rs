@@ -14,7 +14,7 @@ use aya::{
 use bessai_common::{Action, Reason};
 use bessai_policy::Compiled;
 pub use counters::{ConduitTotals, Counters};
-pub use events::{EventStream, render_event};
+pub use events::{EventStream, addr, render_event};
 
 /// The XDP object built by build.rs, aligned for the ELF parser.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bessai-xdp"));
