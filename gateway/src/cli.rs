@@ -49,8 +49,14 @@ pub enum XdpModeArg {
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
-    /// Validate a policy file: exit 0 when valid, 65 with one line per error.
-    Check { file: PathBuf },
+    /// Validate a policy file: exit 0 when valid (warnings for risky rules
+    /// are printed), 65 with one line per error.
+    Check {
+        file: PathBuf,
+        /// Treat warnings as errors (exit 65).
+        #[arg(long)]
+        deny_warnings: bool,
+    },
     /// Replay a capture through the data plane's decision function: exit 0
     /// when nothing was denied, 1 when something was, 65 on bad input.
     Test {
@@ -109,8 +115,12 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format);
     ExitCode::from(match cli.command {
         Command::Policy {
-            command: PolicyCommand::Check { file },
-        } => policy_check(&file),
+            command:
+                PolicyCommand::Check {
+                    file,
+                    deny_warnings,
+                },
+        } => policy_check(&file, deny_warnings),
         Command::Policy {
             command:
                 PolicyCommand::Test {
@@ -143,9 +153,21 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn policy_check(file: &std::path::Path) -> u8 {
+fn policy_check(file: &std::path::Path, deny_warnings: bool) -> u8 {
     match bessai_policy::load(file) {
         Ok(policy) => {
+            let warnings = bessai_policy::lint::lint(&policy);
+            for w in &warnings {
+                eprintln!("{w}");
+            }
+            if deny_warnings && !warnings.is_empty() {
+                eprintln!(
+                    "{}: {} warnings, denied by --deny-warnings",
+                    file.display(),
+                    warnings.len()
+                );
+                return exit::DATAERR;
+            }
             let compiled = policy.compile();
             println!(
                 "{}: valid: {} conduits, {} rules",

@@ -125,3 +125,54 @@ fn an_unreadable_file_exits_65() {
         .unwrap();
     assert_eq!(out.status.code(), Some(65));
 }
+
+#[test]
+fn risky_but_valid_policies_warn_and_deny_warnings_fails_them() {
+    let risky = EXAMPLE
+        .replacen("mode = \"enforce\"", "mode = \"monitor\"", 1)
+        .replacen(
+            "sources = [\"10.10.1.10\"]",
+            "sources = [\"10.10.1.0/24\"]",
+            1,
+        )
+        .replacen("addresses = [40, 50]", "addresses = [\"0-99\"]", 1)
+        .replacen(
+            "unit_ids = [1]\n\n[[asset]]",
+            "unit_ids = [0, 1]\n\n[[asset]]",
+            1,
+        )
+        .replacen(
+            "on_deny = \"reset\"\n",
+            "on_deny = \"reset\"\nunit_ids = [0, 1]\n",
+            1,
+        )
+        + "\n  [[conduit.rule]]\n  function = \"diagnostics\"\n  subfunctions = [0]\n";
+    let (code, stderr) = check(&risky);
+    assert_eq!(code, 0, "warnings alone do not fail: {stderr}");
+    for expected in [
+        "is in monitor mode",
+        "admits a whole subnet (10.10.1.0/24)",
+        "allows write_single_register (FC 6) over 0-99",
+        "allows unit id 0 (broadcast) with write FC 6",
+        "allows FC 8 (diagnostics)",
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(": warning: ") && l.contains(expected)),
+            "{expected:?} in {stderr}"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("bessai-lint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("risky.toml");
+    std::fs::write(&path, &risky).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bessai-gw"))
+        .args(["policy", "check", "--deny-warnings"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    let (code, stderr) = check(EXAMPLE);
+    assert_eq!((code, stderr.as_str()), (0, ""), "the example is clean");
+}

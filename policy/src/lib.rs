@@ -5,6 +5,7 @@
 mod compile;
 pub mod error;
 pub mod functions;
+pub mod lint;
 pub mod net;
 pub mod ranges;
 mod raw;
