@@ -6,7 +6,9 @@ use std::process::Command;
 fn check(source: &str) -> (i32, String) {
     let dir = std::env::temp_dir().join(format!("bessai-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("p{}.toml", source.len()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("p{n}.toml"));
     std::fs::write(&path, source).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bessai-gw"))
         .args(["policy", "check"])
