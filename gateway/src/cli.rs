@@ -66,6 +66,14 @@ pub enum PolicyCommand {
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },
+    /// What changed between two policies; with --pcap, which transactions
+    /// of the capture change verdict.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+    },
     /// Write a draft policy that allows exactly what the captures show.
     Learn {
         #[arg(long = "pcap", required = true)]
@@ -137,6 +145,9 @@ pub fn main() -> ExitCode {
                     output,
                 },
         } => policy_learn(&pcaps, port, output.as_deref()),
+        Command::Policy {
+            command: PolicyCommand::Diff { old, new, pcap },
+        } => crate::diff::policy_diff(&old, &new, pcap.as_deref()),
         Command::Run(args) => crate::run::run(args),
     })
 }

@@ -2,6 +2,7 @@
 pub mod capture;
 pub mod cli;
 pub mod dataplane;
+pub mod diff;
 pub mod exit;
 pub mod learn;
 pub mod replay;

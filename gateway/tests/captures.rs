@@ -30,7 +30,9 @@ fn policy(servers: &[&str], units: &str, rules: &str) -> String {
 fn replay(policy: &str, capture: &str) -> (i32, Vec<Value>) {
     let dir = std::env::temp_dir().join(format!("bessai-captures-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{capture}.toml"));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{capture}-{n}.toml"));
     std::fs::write(&path, policy).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bessai-gw"))
         .args(["policy", "test"])
@@ -367,5 +369,61 @@ fn learned_drafts_allow_their_captures() {
     assert!(
         text.contains("addresses = [\"0\", \"2-3\"]"),
         "coil reads 0 and 2-3 kept apart: {text}"
+    );
+}
+
+#[test]
+fn diff_names_each_change_and_the_transactions_it_flips() {
+    let dir = std::env::temp_dir().join(format!("bessai-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = |writes: &str| {
+        format!(
+            "[[conduit.rule]]\nfunction = 16\naddresses = [{writes}]\n[[conduit.rule]]\nfunction = 6\naddresses = [\"300\"]\n"
+        )
+    };
+    let old = policy(&["10.0.0.2"], "1", &rules("\"100-101\""));
+    let new = policy(&["10.0.0.2"], "1", &rules("\"101-102\"")).replacen(
+        "to = \"srv-0\"\n",
+        "to = \"srv-0\"\nmode = \"monitor\"\n",
+        1,
+    );
+    let (o, n) = (dir.join("old.toml"), dir.join("new.toml"));
+    std::fs::write(&o, old).unwrap();
+    std::fs::write(&n, new).unwrap();
+    let pcap = data("suricata-verify-modbus-keywords-write.pcap");
+    let out = gw(&[
+        "policy",
+        "diff",
+        o.to_str().unwrap(),
+        n.to_str().unwrap(),
+        "--pcap",
+        pcap.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("conduit to-srv-0: mode enforce -> monitor"),
+        "{text}"
+    );
+    assert!(
+        text.contains("write_multiple_registers (FC 16) widened to addresses 102"),
+        "{text}"
+    );
+    assert!(
+        text.contains("write_multiple_registers (FC 16) no longer at addresses 100"),
+        "{text}"
+    );
+    // The FC16 write to 100-101 was allowed and no longer is; the FC6 write to 300 still is.
+    assert!(
+        text.contains("1 allowed before and denied now, 0 denied before and allowed now"),
+        "{text}"
+    );
+    assert!(
+        text.contains("allow -> deny") && text.contains("fc 16 address 100 quantity 2"),
+        "{text}"
     );
 }
