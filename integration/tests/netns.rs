@@ -150,3 +150,104 @@ fn monitor_mode_passes_and_logs() {
     assert_eq!(hit["monitor"], true);
     assert_eq!(hit["message"], "would deny (monitor mode)");
 }
+
+/// A capture taken on the wire, replayed with `policy test`, gives the same
+/// allowed and denied transactions as the XDP program did.
+#[test]
+fn replaying_a_wire_capture_agrees_with_the_kernel() {
+    if !have_root("replaying_a_wire_capture_agrees_with_the_kernel") {
+        return;
+    }
+    let mut tb = Testbed::new("replay").unwrap();
+    tb.start_gateway(&example_policy()).unwrap();
+    // Captured at the EMS host, so the capture holds what the client sent
+    // before the gateway judged it.
+    let pcap = tb.work.join("ems.pcap");
+    let mut tcpdump = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &tb.ns("ems"),
+            "tcpdump",
+            "-i",
+            "any",
+            "-U",
+            "-w",
+        ])
+        .arg(&pcap)
+        .arg("tcp port 502")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let ops = [
+        "read-holding:0:2",
+        "write-register:41:7",
+        "read-holding:10:5",
+        "write-registers:40:1,2",
+        "read-input:0:3",
+    ];
+    let r = tb.client("ems", false, &ops).unwrap();
+    let wire: Vec<bool> = r.iter().map(ok).collect();
+    assert_eq!(wire, vec![true, false, true, true, true], "{r:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill(2) on our child; SIGINT makes tcpdump flush and exit.
+    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
+    tcpdump.wait().unwrap();
+    tb.stop_gateway();
+    let kernel_denied: Vec<(u64, u64)> = json_lines(&tb.gateway_log())
+        .iter()
+        .filter(|l| l["message"] == "denied")
+        .map(|l| {
+            (
+                l["function"].as_u64().unwrap(),
+                l["address"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kernel_denied, vec![(6, 41)]);
+
+    let gw = bessai_integration::netns::bin("bessai-gw");
+    let out = std::process::Command::new(gw)
+        .args(["policy", "test"])
+        .arg(example_policy())
+        .arg("--pcap")
+        .arg(&pcap)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "something was denied: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let verdicts: Vec<(u64, u64, &str)> = replayed
+        .iter()
+        .map(|t| {
+            (
+                t["function"].as_u64().unwrap(),
+                t["address"].as_u64().unwrap(),
+                t["verdict"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut verdicts = verdicts;
+    verdicts.sort();
+    let mut expected = vec![
+        (3, 0, "allow"),
+        (6, 41, "deny"),
+        (3, 10, "allow"),
+        (16, 40, "allow"),
+        (4, 0, "allow"),
+    ];
+    expected.sort();
+    assert_eq!(
+        verdicts, expected,
+        "replay of the wire capture: {replayed:?}"
+    );
+}
