@@ -22,7 +22,7 @@ use bessai_common::{
 };
 use bessai_policy::functions;
 
-use crate::capture::{self, CaptureError};
+use bessai_policy::capture::{self, CaptureError};
 
 #[derive(Default)]
 struct Seen {

@@ -1,5 +1,4 @@
 //! BESSAI Edge Gateway: daemon and CLI around the XDP data plane.
-pub mod capture;
 pub mod cli;
 pub mod dataplane;
 pub mod diff;

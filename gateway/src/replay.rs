@@ -27,7 +27,7 @@ use bessai_common::{
 use bessai_policy::Compiled;
 use serde::Serialize;
 
-use crate::capture::{self, CaptureError, Packet};
+use bessai_policy::capture::{self, CaptureError, Packet};
 
 /// Requests waiting for their response; beyond this the oldest is reported
 /// without one, which keeps memory flat on long captures.

@@ -2,6 +2,7 @@
 //! the file, no kernel. See docs/policy.md for the format.
 #![forbid(unsafe_code)]
 
+pub mod capture;
 mod compile;
 pub mod error;
 pub mod functions;

@@ -53,7 +53,33 @@ fn test() -> Result<()> {
     clippy_ebpf()?;
     cargo(&["build", "--bins"])?;
     // Root-only tests run here too (CI is root); they say why when they skip.
-    cargo(&["test", "--no-fail-fast"])
+    cargo(&["test", "--no-fail-fast"])?;
+    fuzz()
+}
+
+/// Seconds each fuzz target runs in `test` (env FUZZ_SECONDS overrides).
+const FUZZ_SECONDS: &str = "30";
+
+/// The capture reader and the decision function under libFuzzer, for a
+/// bounded time, seeded with the public captures.
+fn fuzz() -> Result<()> {
+    let seconds = std::env::var("FUZZ_SECONDS").unwrap_or_else(|_| FUZZ_SECONDS.into());
+    let corpus = std::path::Path::new("fuzz/corpus/capture_and_decide");
+    std::fs::create_dir_all(corpus)?;
+    for entry in std::fs::read_dir("tests/data")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "pcap") {
+            std::fs::copy(&path, corpus.join(path.file_name().unwrap_or_default()))?;
+        }
+    }
+    for target in ["capture_and_decide", "decide_frame"] {
+        let toolchain = format!("+{}", setup::FUZZ_TOOLCHAIN);
+        run(Command::new("cargo")
+            .current_dir("fuzz")
+            .args([toolchain.as_str(), "fuzz", "run", target, "--"])
+            .arg(format!("-max_total_time={seconds}")))?;
+    }
+    Ok(())
 }
 
 /// The XDP crate is linted for its real target: on the host it is a stub.

@@ -21,6 +21,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
 const TOOLCHAIN: &str = "1.95.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const PYMODBUS: &str = "pymodbus==3.8.6";
+/// Fuzzing needs nightly (sanitizers, libFuzzer); pinned for reproducible CI.
+pub const FUZZ_TOOLCHAIN: &str = "nightly-2026-05-20";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> Result<()> {
     let run = exec;

@@ -234,7 +234,143 @@ fn netns_figures() -> Result<Value> {
     }))
 }
 
+/// Writes a pcap of `connections` Modbus/TCP connections from the EMS to
+/// pcs-1: handshake, then `requests` reads (each answered), one forbidden
+/// write in 50. Returns the packet count.
+fn synth_capture(path: &std::path::Path, connections: u32, requests: u32) -> Result<u64> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    // pcap global header: µs resolution, Ethernet.
+    w.write_all(&[
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ])?;
+    let mut packets = 0u64;
+    let mut ts = 1_700_000_000_000_000u64;
+    let mut record = |w: &mut std::io::BufWriter<std::fs::File>, frame: &[u8]| -> Result<()> {
+        ts += 50;
+        let len = frame.len() as u32;
+        w.write_all(&((ts / 1_000_000) as u32).to_le_bytes())?;
+        w.write_all(&((ts % 1_000_000) as u32).to_le_bytes())?;
+        w.write_all(&len.to_le_bytes())?;
+        w.write_all(&len.to_le_bytes())?;
+        w.write_all(frame)?;
+        packets += 1;
+        Ok(())
+    };
+    for c in 0..connections {
+        let sport = 20000 + (c % 40000) as u16;
+        let cl = || TcpFrame::new(ip(EMS), ip(PCS1), sport, 502);
+        let sv = || TcpFrame::new(ip(PCS1), ip(EMS), 502, sport);
+        let (mut cseq, mut sseq) = (1000u32, 9000u32);
+        record(&mut w, &cl().seq(cseq - 1).flags(TCP_SYN).build())?;
+        record(
+            &mut w,
+            &sv()
+                .seq(sseq - 1)
+                .flags(TCP_SYN | bessai_common::craft::TCP_ACK)
+                .build(),
+        )?;
+        for r in 0..requests {
+            let req = if r % 50 == 49 {
+                adu(r as u16, 1, &pdu::write_register(41, 1))
+            } else {
+                adu(r as u16, 1, &pdu::read_holding((r % 90) as u16, 10))
+            };
+            let mut f = cl().seq(cseq).payload(req.clone());
+            f.ack = sseq;
+            record(&mut w, &f.build())?;
+            cseq += req.len() as u32;
+            let resp = adu(
+                r as u16,
+                1,
+                &[
+                    3, 20, 0, 0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9,
+                ],
+            );
+            let mut f = sv().seq(sseq).payload(resp.clone());
+            f.ack = cseq;
+            record(&mut w, &f.build())?;
+            sseq += resp.len() as u32;
+        }
+    }
+    w.flush()?;
+    Ok(packets)
+}
+
+/// Runs `policy test` on a capture; returns (seconds, peak RSS in KiB).
+fn time_replay(pcap: &std::path::Path) -> Result<(f64, u64)> {
+    let policy = repo_root().join("examples/bess-site.toml");
+    let start = std::time::Instant::now();
+    let status = Command::new(bin("bessai-gw"))
+        .args(["policy", "test"])
+        .arg(&policy)
+        .arg("--pcap")
+        .arg(pcap)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    let secs = start.elapsed().as_secs_f64();
+    if status.code() != Some(1) {
+        bail!("policy test exited {status} (expected 1: the capture has denied writes)");
+    }
+    // SAFETY: getrusage fills the struct; RUSAGE_CHILDREN covers the waited child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    Ok((secs, ru.ru_maxrss as u64))
+}
+
+fn replay_figures() -> Result<Value> {
+    let dir = repo_root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let small = dir.join("replay-10mb.pcap");
+    let large = dir.join("replay-100mb.pcap");
+    let small_packets = synth_capture(&small, 500, 100)?;
+    let large_packets = synth_capture(&large, 5500, 100)?;
+    let (small_secs, small_rss) = time_replay(&small)?;
+    // Peak RSS of children is a high-water mark: measure the small one first.
+    let (large_secs, large_rss) = time_replay(&large)?;
+    let size = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len() as f64 / 1e6)
+            .unwrap_or(0.0)
+    };
+    let pps = large_packets as f64 / large_secs;
+    println!("\npolicy test (replay through the decision function, one core, text report)");
+    println!(
+        "  {:<28} {:>9} {:>10} {:>12} {:>12}",
+        "capture", "MB", "packets", "packets/s", "peak RSS MiB"
+    );
+    for (name, p, n, s, rss) in [
+        (
+            "10 MB synthetic",
+            &small,
+            small_packets,
+            small_secs,
+            small_rss,
+        ),
+        (
+            "100 MB synthetic",
+            &large,
+            large_packets,
+            large_secs,
+            large_rss,
+        ),
+    ] {
+        println!(
+            "  {name:<28} {:>9.1} {n:>10} {:>12.0} {:>12.1}",
+            size(p),
+            n as f64 / s,
+            rss as f64 / 1024.0
+        );
+    }
+    println!("  target: at least 1,000,000 packets/s with flat memory");
+    Ok(json!({
+        "packets_per_s": pps, "packets": large_packets, "mb": size(&large), "seconds": large_secs,
+        "peak_rss_kib": large_rss, "small": {"packets_per_s": small_packets as f64 / small_secs, "peak_rss_kib": small_rss, "mb": size(&small)},
+    }))
+}
+
 fn main() -> Result<()> {
+    let replay = replay_figures()?;
     let test_run = test_run_figures()?;
     let netns = netns_figures()?;
     let dir = repo_root().join("target/bench");
@@ -242,7 +378,9 @@ fn main() -> Result<()> {
     let path = dir.join("dataplane.json");
     std::fs::write(
         &path,
-        serde_json::to_string_pretty(&json!({"test_run_ns": test_run, "netns": netns}))?,
+        serde_json::to_string_pretty(
+            &json!({"test_run_ns": test_run, "netns": netns, "replay": replay}),
+        )?,
     )?;
     println!("\nwrote {}", path.display());
     Ok(())

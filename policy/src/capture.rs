@@ -5,7 +5,7 @@
 //! IP get a synthetic Ethernet header carrying the right EtherType, so that
 //! the decision function sees what the XDP program would.
 
-use std::{fs::File, path::Path};
+use std::{fs::File, io::Read, path::Path};
 
 use pcap_parser::{Linktype, PcapBlockOwned, PcapError, create_reader, pcapng::Block};
 
@@ -45,13 +45,23 @@ pub struct Packet<'a> {
 const READ_BUFFER: usize = 1 << 20;
 
 /// Calls `f` for every packet, in file order. Returns the packet count.
-pub fn for_each_packet(path: &Path, mut f: impl FnMut(Packet<'_>)) -> Result<u64, CaptureError> {
+pub fn for_each_packet(path: &Path, f: impl FnMut(Packet<'_>)) -> Result<u64, CaptureError> {
     let name = path.display().to_string();
     let file = File::open(path).map_err(|source| CaptureError::Open {
         path: name.clone(),
         source,
     })?;
-    let mut reader = match create_reader(READ_BUFFER, file) {
+    for_each_packet_in(file, &name, f)
+}
+
+/// As [`for_each_packet`], from any reader; `name` names it in errors.
+pub fn for_each_packet_in(
+    input: impl Read + Send,
+    name: &str,
+    mut f: impl FnMut(Packet<'_>),
+) -> Result<u64, CaptureError> {
+    let name = name.to_string();
+    let mut reader = match create_reader(READ_BUFFER, input) {
         Ok(r) => r,
         Err(PcapError::Eof) | Err(PcapError::HeaderNotRecognized) => {
             return Err(CaptureError::NotACapture { path: name });
