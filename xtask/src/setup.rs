@@ -85,6 +85,30 @@ pub fn run() -> Result<()> {
             .args(["--no-default-features", "--features", "llvm-22"])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
+    if !succeeds(
+        Command::new("rustup").args(["toolchain", "list"]),
+        FUZZ_TOOLCHAIN,
+    ) {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            FUZZ_TOOLCHAIN,
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    if !succeeds(
+        Command::new("cargo").args(["fuzz", "--version"]),
+        CARGO_FUZZ_VERSION,
+    ) {
+        run(Command::new("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]))?;
+    }
     if !Command::new("python3")
         .args(["-c", "import pymodbus"])
         .status()
