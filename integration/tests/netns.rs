@@ -190,10 +190,15 @@ fn replaying_a_wire_capture_agrees_with_the_kernel() {
     let r = tb.client("ems", false, &ops).unwrap();
     let wire: Vec<bool> = r.iter().map(ok).collect();
     assert_eq!(wire, vec![true, false, true, true, true], "{r:?}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // SAFETY: kill(2) on our child; SIGINT makes tcpdump flush and exit.
-    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
-    tcpdump.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on our child; SIGTERM makes tcpdump flush and exit.
+    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGTERM) };
+    let tcpdump = tcpdump.wait_with_output().unwrap();
+    let tcpdump_said = format!(
+        "{}; {}",
+        tcpdump.status,
+        String::from_utf8_lossy(&tcpdump.stderr)
+    );
     tb.stop_gateway();
     let kernel_denied: Vec<(u64, u64)> = json_lines(&tb.gateway_log())
         .iter()
@@ -248,6 +253,6 @@ fn replaying_a_wire_capture_agrees_with_the_kernel() {
     expected.sort();
     assert_eq!(
         verdicts, expected,
-        "replay of the wire capture: {replayed:?}"
+        "replay of the wire capture: {replayed:?}; tcpdump: {tcpdump_said}"
     );
 }

@@ -59,6 +59,26 @@ impl Checker<'_> {
         }
     }
 
+    /// The position of `name` among `names`, or an error listing the known ones.
+    fn find<'n>(
+        &mut self,
+        names: impl Iterator<Item = &'n str> + Clone,
+        what: &'static str,
+        name: &Spanned<String>,
+    ) -> Option<usize> {
+        let found = names.clone().position(|n| n == name.get_ref());
+        if found.is_none() {
+            let known = names.collect::<Vec<_>>().join(", ");
+            let kind = ErrorKind::UnknownName {
+                what,
+                name: name.get_ref().clone(),
+                known: Some(known),
+            };
+            self.err(name.span(), kind);
+        }
+        found
+    }
+
     fn units(&mut self, list: &Spanned<Vec<Spanned<i64>>>) -> Vec<u8> {
         if list.get_ref().is_empty() {
             self.err(list.span(), ErrorKind::Empty("unit_ids"));
@@ -256,38 +276,8 @@ impl Checker<'_> {
         assets: &[Asset],
     ) -> Option<Conduit> {
         let c = raw.get_ref();
-        let zone = zones.iter().position(|z| z.name == *c.from.get_ref());
-        if zone.is_none() {
-            let known = zones
-                .iter()
-                .map(|z| z.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            self.err(
-                c.from.span(),
-                ErrorKind::UnknownName {
-                    what: "zone",
-                    name: c.from.get_ref().clone(),
-                    known: Some(known),
-                },
-            );
-        }
-        let asset = assets.iter().position(|a| a.name == *c.to.get_ref());
-        if asset.is_none() {
-            let known = assets
-                .iter()
-                .map(|a| a.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            self.err(
-                c.to.span(),
-                ErrorKind::UnknownName {
-                    what: "asset",
-                    name: c.to.get_ref().clone(),
-                    known: Some(known),
-                },
-            );
-        }
+        let zone = self.find(zones.iter().map(|z| z.name.as_str()), "zone", &c.from);
+        let asset = self.find(assets.iter().map(|a| a.name.as_str()), "asset", &c.to);
         if c.sources.get_ref().is_empty() {
             self.err(c.sources.span(), ErrorKind::Empty("sources"));
         }
@@ -445,23 +435,10 @@ pub fn validate(source: &str, file: &str) -> Result<Policy, PolicyErrors> {
                 None
             }
         };
-        let zone = zones.iter().find(|z| z.name == *a.zone.get_ref());
+        let zone = ck
+            .find(zones.iter().map(|z| z.name.as_str()), "zone", &a.zone)
+            .map(|z| &zones[z]);
         match (zone, address) {
-            (None, _) => {
-                let known = zones
-                    .iter()
-                    .map(|z| z.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                ck.err(
-                    a.zone.span(),
-                    ErrorKind::UnknownName {
-                        what: "zone",
-                        name: a.zone.get_ref().clone(),
-                        known: Some(known),
-                    },
-                );
-            }
             (Some(z), Some(ip)) if !z.networks.iter().any(|n| n.contains(ip)) => {
                 let networks = z
                     .networks

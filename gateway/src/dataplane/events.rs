@@ -38,37 +38,31 @@ impl EventStream {
     }
 
     /// Waits for events and hands each to `f`.
-    pub async fn next_batch(&mut self, mut f: impl FnMut(&Event)) -> std::io::Result<usize> {
+    pub async fn next_batch(&mut self, f: impl FnMut(&Event)) -> std::io::Result<usize> {
         let mut guard = self.ring.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        let mut n = 0;
-        while let Some(item) = ring.next() {
-            if item.len() >= size_of::<Event>() {
-                // SAFETY: the kernel wrote a whole Event (#[repr(C)], POD) and
-                // read_unaligned makes no alignment assumption.
-                let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
-                f(&e);
-                n += 1;
-            }
-        }
+        let n = drain_ring(guard.get_inner_mut(), f);
         guard.clear_ready();
         Ok(n)
     }
 
     /// Drains what is there now without waiting.
-    pub fn drain(&mut self, mut f: impl FnMut(&Event)) -> usize {
-        let ring = self.ring.get_mut();
-        let mut n = 0;
-        while let Some(item) = ring.next() {
-            if item.len() >= size_of::<Event>() {
-                // SAFETY: as in next_batch.
-                let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
-                f(&e);
-                n += 1;
-            }
-        }
-        n
+    pub fn drain(&mut self, f: impl FnMut(&Event)) -> usize {
+        drain_ring(self.ring.get_mut(), f)
     }
+}
+
+fn drain_ring(ring: &mut RingBuf<MapData>, mut f: impl FnMut(&Event)) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        if item.len() >= size_of::<Event>() {
+            // SAFETY: the kernel wrote a whole Event (#[repr(C)], POD) and
+            // read_unaligned makes no alignment assumption.
+            let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+            f(&e);
+            n += 1;
+        }
+    }
+    n
 }
 
 pub fn addr(a: &[u8; 16]) -> IpAddr {
