@@ -163,7 +163,7 @@ fn replaying_a_wire_capture_agrees_with_the_kernel() {
     // Captured at the EMS host, so the capture holds what the client sent
     // before the gateway judged it.
     let pcap = tb.work.join("ems.pcap");
-    let mut tcpdump = std::process::Command::new("ip")
+    let tcpdump = std::process::Command::new("ip")
         .args([
             "netns",
             "exec",
