@@ -32,7 +32,11 @@ fn replay(policy: &str, capture: &str) -> (i32, Vec<Value>) {
     std::fs::create_dir_all(&dir).unwrap();
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = dir.join(format!("{capture}-{n}.toml"));
+    let stem = std::path::Path::new(capture)
+        .file_name()
+        .unwrap()
+        .to_string_lossy();
+    let path = dir.join(format!("{stem}-{n}.toml"));
     std::fs::write(&path, policy).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bessai-gw"))
         .args(["policy", "test"])
@@ -426,4 +430,62 @@ fn diff_names_each_change_and_the_transactions_it_flips() {
         text.contains("allow -> deny") && text.contains("fc 16 address 100 quantity 2"),
         "{text}"
     );
+}
+
+/// The same capture as pcapng (nanosecond timestamps) replays identically.
+#[test]
+fn pcapng_replays_like_pcap() {
+    let pcap = std::fs::read(data("suricata-verify-modbus-keywords-write.pcap")).unwrap();
+    let block = |kind: u32, body: &[u8]| {
+        let pad = (4 - body.len() % 4) % 4;
+        let len = (12 + body.len() + pad) as u32;
+        let mut b = Vec::new();
+        b.extend_from_slice(&kind.to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(body);
+        b.extend(std::iter::repeat_n(0, pad));
+        b.extend_from_slice(&len.to_le_bytes());
+        b
+    };
+    let mut ng = block(
+        0x0A0D0D0A,
+        &[
+            0x4D, 0x3C, 0x2B, 0x1A, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ],
+    );
+    // IDB: Ethernet, snaplen 65535, option if_tsresol = 9 (ns), end of options.
+    ng.extend(block(
+        1,
+        &[
+            1, 0, 0, 0, 0xff, 0xff, 0, 0, 9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0,
+        ],
+    ));
+    let mut off = 24;
+    while off + 16 <= pcap.len() {
+        let u32_at = |o: usize| u32::from_le_bytes(pcap[o..o + 4].try_into().unwrap());
+        let (sec, usec, caplen) = (
+            u32_at(off) as u64,
+            u32_at(off + 4) as u64,
+            u32_at(off + 8) as usize,
+        );
+        let ns = sec * 1_000_000_000 + usec * 1000;
+        let mut body = Vec::new();
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.extend_from_slice(&((ns >> 32) as u32).to_le_bytes());
+        body.extend_from_slice(&(ns as u32).to_le_bytes());
+        body.extend_from_slice(&(caplen as u32).to_le_bytes());
+        body.extend_from_slice(&(caplen as u32).to_le_bytes());
+        body.extend_from_slice(&pcap[off + 16..off + 16 + caplen]);
+        ng.extend(block(6, &body));
+        off += 16 + caplen;
+    }
+    let name = format!("keywords-{}.pcapng", std::process::id());
+    let path = std::env::temp_dir().join(&name);
+    std::fs::write(&path, ng).unwrap();
+    let rules = "[[conduit.rule]]\nfunction = 16\naddresses = [\"100-101\"]\n";
+    let p = policy(&["10.0.0.2"], "1", rules);
+    let (_, from_pcap) = replay(&p, "suricata-verify-modbus-keywords-write.pcap");
+    let (_, from_ng) = replay(&p, path.to_str().unwrap());
+    assert_eq!(from_pcap.len(), 3);
+    assert_eq!(from_ng, from_pcap, "same transactions, same timestamps");
 }
