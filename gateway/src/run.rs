@@ -25,7 +25,7 @@ pub fn run(args: RunArgs) -> u8 {
         .iter()
         .map(|c| c.name.clone())
         .collect();
-    let conduit_name = move |id: u16| names.get(id as usize).cloned();
+    let conduit_name = |id: u16| names.get(id as usize).cloned();
 
     let mut dp = match Dataplane::load() {
         Ok(dp) => dp,
@@ -88,16 +88,16 @@ pub fn run(args: RunArgs) -> u8 {
         tick.tick().await;
         loop {
             tokio::select! {
-                r = events.next_batch(|e| render_event(e, &conduit_name)) => { r?; }
-                _ = tick.tick(), if stats > 0 => log_counters(&dp),
+                r = events.next_batch(|e| render_event(e, conduit_name)) => { r?; }
+                _ = tick.tick(), if stats > 0 => log_counters(&dp, &names),
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
             }
         }
-        events.drain(|e| render_event(e, &conduit_name));
+        events.drain(|e| render_event(e, conduit_name));
         Ok::<_, std::io::Error>(())
     });
-    log_counters(&dp);
+    log_counters(&dp, &names);
     if let Err(e) = dp.detach_all() {
         tracing::warn!(error = %e, "detach");
     }
@@ -113,7 +113,7 @@ pub fn run(args: RunArgs) -> u8 {
     }
 }
 
-fn log_counters(dp: &Dataplane) {
+fn log_counters(dp: &Dataplane, names: &[String]) {
     match dp.counters() {
         Ok(c) => {
             let reasons: Vec<String> = c
@@ -123,8 +123,9 @@ fn log_counters(dp: &Dataplane) {
                 .map(|(r, n)| format!("{}={n}", r.as_str()))
                 .collect();
             for (id, t) in c.by_conduit.iter().enumerate() {
+                let conduit = names.get(id).map_or("-", String::as_str);
                 tracing::info!(
-                    conduit = id,
+                    conduit,
                     allowed_adus = t.allowed_adus,
                     denied = t.denied,
                     monitored = t.monitored,
