@@ -33,8 +33,20 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Load the XDP program, install the policy, enforce until SIGINT/SIGTERM.
+    /// The daemon: load (or adopt) the XDP program, install the policy and
+    /// the nftables base ruleset, enforce; SIGHUP reloads, SIGTERM stops.
     Run(RunArgs),
+    /// The nftables base ruleset the configuration gives.
+    Nft {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Print the ruleset (JSON, as applied) instead of applying it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also have nft validate it against the kernel (changes nothing).
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -97,12 +109,19 @@ pub enum ReportFormat {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Policy file (TOML, see docs/policy.md).
+    /// Appliance configuration (see examples/gateway.toml); exit 78 when invalid.
+    #[arg(long, conflicts_with_all = ["policy", "ifaces", "pin_path"])]
+    pub config: Option<PathBuf>,
+    /// Without --config: policy file (TOML, see docs/policy.md).
     #[arg(long)]
-    pub policy: PathBuf,
-    /// Interface to enforce on; repeat for each side of the boundary.
-    #[arg(long = "iface", required = true)]
+    pub policy: Option<PathBuf>,
+    /// Without --config: interface to enforce on; repeat for each side.
+    #[arg(long = "iface")]
     pub ifaces: Vec<String>,
+    /// Without --config: pin programs, links and maps here (bpffs) so that
+    /// enforcement outlives the process; without it, exiting detaches.
+    #[arg(long)]
+    pub pin_path: Option<PathBuf>,
     /// XDP attach mode: native where the driver supports it (auto), or force one.
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
     pub xdp_mode: XdpModeArg,
@@ -148,7 +167,12 @@ pub fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Diff { old, new, pcap },
         } => crate::diff::policy_diff(&old, &new, pcap.as_deref()),
-        Command::Run(args) => crate::run::run(args),
+        Command::Run(args) => crate::daemon::run(args),
+        Command::Nft {
+            config,
+            dry_run,
+            check,
+        } => crate::daemon::nft_command(&config, dry_run, check),
     })
 }
 

@@ -11,3 +11,7 @@ pub const OSERR: u8 = 71;
 pub const NOPERM: u8 = 77;
 /// An output file could not be written.
 pub const CANTCREAT: u8 = 73;
+/// Invalid configuration file.
+pub const CONFIG: u8 = 78;
+/// A service (the SIEM) is unavailable.
+pub const UNAVAILABLE: u8 = 69;

@@ -1,13 +1,19 @@
-//! A BESS site in network namespaces, for tests and benchmarks:
+//! A BESS site in network namespaces, for tests and benchmarks, in either
+//! deployment of the gateway:
 //!
 //! ```text
-//!  ems 10.10.1.10 ─┐                                   
-//!  eng 10.10.1.20 ─┼─ br (10.10.1.1) [gw] 10.10.2.1 ── inverter 10.10.2.11 (modbus-sim)
-//!  out 10.10.1.99 ─┘      XDP on every gateway port
+//!  routed:  ems 10.10.1.10/24 ─┐
+//!           eng 10.10.1.20/24 ─┼─ [sw] ── (10.10.1.1) [gw] (10.10.2.1) ── inverter 10.10.2.11/24
+//!           out 10.10.1.99/24 ─┘          XDP on both ports                         10.10.2.50/24
+//!  bridge:  the same hosts in 10.10.0.0/16; [gw] bridges its two ports (a bump
+//!           in the wire, no re-addressing), its own address 10.10.0.1/16.
 //! ```
 //!
-//! Names carry the process id, so tests in parallel and other users of the
-//! machine do not collide; everything is removed on drop.
+//! `sw` is the control-center switch, outside the gateway. The inverter runs
+//! the Modbus simulator on 502 and, for non-Modbus tests, an HTTP server on
+//! 80 and an SSH-like banner on 22; 10.10.2.50 is a second address there
+//! that is no asset. Names carry the process id, so tests in parallel and
+//! other users of the machine do not collide; everything is removed on drop.
 
 use std::{
     fs,
@@ -23,6 +29,24 @@ pub const EMS: &str = "10.10.1.10";
 pub const ENG: &str = "10.10.1.20";
 pub const OUTSIDER: &str = "10.10.1.99";
 pub const PCS1: &str = "10.10.2.11";
+/// An address in the inverter zone that is no asset: only nftables guards it.
+pub const NON_ASSET: &str = "10.10.2.50";
+
+/// How the gateway sits between the zones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deployment {
+    Routed,
+    Bridge,
+}
+
+impl Deployment {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Deployment::Routed => "routed",
+            Deployment::Bridge => "bridge",
+        }
+    }
+}
 
 /// Client hosts: (role, address).
 const CLIENTS: [(&str, &str); 3] = [("ems", EMS), ("eng", ENG), ("out", OUTSIDER)];
@@ -71,6 +95,7 @@ pub fn repo_root() -> PathBuf {
 
 pub struct Testbed {
     pub tag: String,
+    pub deployment: Deployment,
     pub work: PathBuf,
     namespaces: Vec<String>,
     children: Vec<Child>,
@@ -90,12 +115,21 @@ impl Testbed {
         format!("bgw{}-{role}", self.tag)
     }
 
-    /// Builds the namespaces and starts the inverter simulator.
+    /// A routed site with the inverter simulator running.
     pub fn new(name: &str) -> Result<Self> {
+        Self::with(name, Deployment::Routed)
+    }
+
+    /// Builds the namespaces and starts the inverter simulator.
+    pub fn with(name: &str, deployment: Deployment) -> Result<Self> {
+        // Unique among the testbeds of this process (tests run in parallel)
+        // and short: interface names are at most 15 bytes.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let tag = format!(
-            "{}{}",
+            "{}{}{}",
             std::process::id() % 100_000,
-            name.chars().next().unwrap_or('x')
+            name.chars().next().unwrap_or('x'),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100
         );
         let work = std::env::temp_dir().join(format!("bessai-{name}-{tag}"));
         let _ = fs::remove_dir_all(&work);
@@ -103,6 +137,7 @@ impl Testbed {
         let xdp_mode = std::env::var("BESSAI_XDP_MODE").unwrap_or_else(|_| "generic".into());
         let mut tb = Self {
             tag,
+            deployment,
             work,
             namespaces: Vec::new(),
             children: Vec::new(),
@@ -111,6 +146,7 @@ impl Testbed {
             xdp_mode,
         };
         tb.build().context("building the namespaces")?;
+        tb.mount_bpffs().context("mounting a bpffs for the pins")?;
         tb.start_server()?;
         Ok(tb)
     }
@@ -124,77 +160,108 @@ impl Testbed {
         Ok(ns)
     }
 
-    /// A veth pair with one end in each namespace; returns the gateway-side name.
-    fn link(&mut self, host_ns: &str, gw_ns: &str, short: &str, host_addr: &str) -> Result<String> {
-        let host_if = format!("h{}{short}", self.tag);
-        let gw_if = format!("g{}{short}", self.tag);
+    /// A veth pair `a_if` in `a_ns` — `b_if` in `b_ns`, both up.
+    fn veth(a_ns: &str, a_if: &str, b_ns: &str, b_if: &str) -> Result<()> {
         sh(&[
-            "ip", "link", "add", &host_if, "netns", host_ns, "type", "veth", "peer", "name",
-            &gw_if, "netns", gw_ns,
+            "ip", "link", "add", a_if, "netns", a_ns, "type", "veth", "peer", "name", b_if,
+            "netns", b_ns,
         ])?;
-        sh(&[
-            "ip", "-n", host_ns, "addr", "add", host_addr, "dev", &host_if,
-        ])?;
-        sh(&["ip", "-n", host_ns, "link", "set", &host_if, "up"])?;
-        sh(&["ip", "-n", gw_ns, "link", "set", &gw_if, "up"])?;
-        Ok(gw_if)
+        sh(&["ip", "-n", a_ns, "link", "set", a_if, "up"])?;
+        sh(&["ip", "-n", b_ns, "link", "set", b_if, "up"])?;
+        Ok(())
+    }
+
+    fn bridge(ns: &str, name: &str) -> Result<()> {
+        sh(&["ip", "-n", ns, "link", "add", name, "type", "bridge"])?;
+        sh(&["ip", "-n", ns, "link", "set", name, "up"])?;
+        Ok(())
+    }
+
+    fn addr(ns: &str, iface: &str, addr: &str) -> Result<()> {
+        sh(&["ip", "-n", ns, "addr", "add", addr, "dev", iface]).map(drop)
     }
 
     fn build(&mut self) -> Result<()> {
+        let routed = self.deployment == Deployment::Routed;
+        // Routed: one subnet per zone; bridged: one segment for both.
+        let prefix = if routed { "24" } else { "16" };
+        let t = self.tag.clone();
         let gw = self.add_ns("gw")?;
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &gw,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ])?;
-        let br = format!("br{}", self.tag);
-        sh(&["ip", "-n", &gw, "link", "add", &br, "type", "bridge"])?;
-        sh(&["ip", "-n", &gw, "addr", "add", "10.10.1.1/24", "dev", &br])?;
-        sh(&["ip", "-n", &gw, "link", "set", &br, "up"])?;
+        let sw = self.add_ns("sw")?;
+        let switch = format!("s{t}");
+        Self::bridge(&sw, &switch)?;
         for (i, (role, addr)) in CLIENTS.iter().enumerate() {
             let ns = self.add_ns(role)?;
-            let gw_if = self.link(&ns, &gw, &format!("c{i}"), &format!("{addr}/24"))?;
-            sh(&["ip", "-n", &gw, "link", "set", &gw_if, "master", &br])?;
+            let (host_if, port) = (format!("h{t}c{i}"), format!("s{t}c{i}"));
+            Self::veth(&ns, &host_if, &sw, &port)?;
+            sh(&["ip", "-n", &sw, "link", "set", &port, "master", &switch])?;
+            Self::addr(&ns, &host_if, &format!("{addr}/{prefix}"))?;
+            if routed {
+                sh(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "10.10.1.1",
+                ])?;
+            }
+        }
+        let inv = self.add_ns("inv")?;
+        let (up_sw, gw_c) = (format!("s{t}up"), format!("g{t}c"));
+        Self::veth(&sw, &up_sw, &gw, &gw_c)?;
+        sh(&["ip", "-n", &sw, "link", "set", &up_sw, "master", &switch])?;
+        let (inv_if, gw_i) = (format!("h{t}i"), format!("g{t}i"));
+        Self::veth(&inv, &inv_if, &gw, &gw_i)?;
+        Self::addr(&inv, &inv_if, &format!("{PCS1}/{prefix}"))?;
+        Self::addr(&inv, &inv_if, &format!("{NON_ASSET}/{prefix}"))?;
+        if routed {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &gw,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])?;
+            Self::addr(&gw, &gw_c, "10.10.1.1/24")?;
+            Self::addr(&gw, &gw_i, "10.10.2.1/24")?;
             sh(&[
                 "ip",
                 "-n",
-                &ns,
+                &inv,
                 "route",
                 "add",
                 "default",
                 "via",
-                "10.10.1.1",
+                "10.10.2.1",
             ])?;
-            self.gw_ifaces.push(gw_if);
+        } else {
+            let br = self.bridge_name();
+            Self::bridge(&gw, &br)?;
+            for port in [&gw_c, &gw_i] {
+                sh(&["ip", "-n", &gw, "link", "set", port, "master", &br])?;
+            }
+            Self::addr(&gw, &br, "10.10.0.1/16")?;
         }
-        let inv = self.add_ns("inv")?;
-        let gw_if = self.link(&inv, &gw, "i", &format!("{PCS1}/24"))?;
-        sh(&[
-            "ip",
-            "-n",
-            &gw,
-            "addr",
-            "add",
-            "10.10.2.1/24",
-            "dev",
-            &gw_if,
-        ])?;
-        sh(&[
-            "ip",
-            "-n",
-            &inv,
-            "route",
-            "add",
-            "default",
-            "via",
-            "10.10.2.1",
-        ])?;
-        self.gw_ifaces.push(gw_if);
+        self.gw_ifaces = vec![gw_c, gw_i];
         Ok(())
+    }
+
+    /// The gateway's bridge in bridge deployment.
+    pub fn bridge_name(&self) -> String {
+        format!("b{}", self.tag)
+    }
+
+    /// The gateway's own address as the control center sees it.
+    pub fn gateway_addr(&self) -> &'static str {
+        match self.deployment {
+            Deployment::Routed => "10.10.1.1",
+            Deployment::Bridge => "10.10.0.1",
+        }
     }
 
     pub fn state_file(&self) -> PathBuf {
@@ -250,12 +317,199 @@ impl Testbed {
         self.work.join("gateway.log")
     }
 
-    /// SIGTERM, then wait: the gateway detaches cleanly.
+    /// SIGTERM, then wait: the gateway detaches cleanly (or, with pins,
+    /// leaves enforcement in force).
     pub fn stop_gateway(&mut self) -> Option<std::process::ExitStatus> {
-        let mut g = self.gateway.take()?;
-        // SAFETY: plain kill(2) on our child's pid.
-        unsafe { libc::kill(g.id() as i32, libc::SIGTERM) };
-        g.wait().ok()
+        self.signal_gateway(libc::SIGTERM);
+        self.gateway.take()?.wait().ok()
+    }
+
+    /// `kill -9`: the daemon gets no chance to clean up.
+    pub fn kill_gateway(&mut self) -> Option<std::process::ExitStatus> {
+        self.signal_gateway(libc::SIGKILL);
+        self.gateway.take()?.wait().ok()
+    }
+
+    pub fn signal_gateway(&self, sig: i32) {
+        if let Some(g) = &self.gateway {
+            // SAFETY: plain kill(2) on our child's pid.
+            unsafe { libc::kill(g.id() as i32, sig) };
+        }
+    }
+
+    /// Where this testbed's gateway pins: a bpffs of its own, mounted in
+    /// the root mount namespace (`ip netns exec` remounts /sys, so
+    /// /sys/fs/bpf there would be a fresh, private instance that dies with
+    /// the process, and the pins with it).
+    pub fn pin_path(&self) -> PathBuf {
+        self.work.join("bpffs").join("bessai")
+    }
+
+    fn mount_bpffs(&self) -> Result<()> {
+        let dir = self.work.join("bpffs");
+        fs::create_dir_all(&dir)?;
+        sh(&["mount", "-t", "bpf", "bpf", &dir.display().to_string()]).map(drop)
+    }
+
+    /// Writes an appliance configuration for this site: both gateway ports
+    /// with their zones, pins of its own, management SSH only from the
+    /// engineering workstation.
+    pub fn write_config(&self, policy: &Path) -> Result<PathBuf> {
+        let bridge = match self.deployment {
+            Deployment::Routed => String::new(),
+            Deployment::Bridge => format!("[bridge]\nname = \"{}\"\n", self.bridge_name()),
+        };
+        let text = format!(
+            r#"[gateway]
+policy = "{policy}"
+mode = "{mode}"
+device_id = "bgw-test-{tag}"
+pin_path = "{pins}"
+xdp_mode = "{xdp}"
+stats_interval = 0
+
+[[interface]]
+name = "{c}"
+zone = "control-center"
+
+[[interface]]
+name = "{i}"
+zone = "inverters"
+
+{bridge}
+[nftables]
+table = "bessai"
+
+[management]
+networks = ["{eng}/32"]
+tcp_ports = [22]
+"#,
+            policy = policy.display(),
+            mode = self.deployment.as_str(),
+            tag = self.tag,
+            pins = self.pin_path().display(),
+            xdp = self.xdp_mode,
+            c = self.gw_ifaces[0],
+            i = self.gw_ifaces[1],
+            eng = ENG,
+        );
+        let path = self.work.join("gateway.toml");
+        fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// Starts `bessai-gw run --config FILE` and waits until it is enforcing.
+    /// The log is appended to, so that a restarted daemon's lines follow.
+    pub fn start_gateway_config(&mut self, config: &Path) -> Result<()> {
+        let log_path = self.gateway_log();
+        let before = fs::read_to_string(&log_path).map_or(0, |s| s.matches("enforcing").count());
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("gw")])
+            .arg(bin("bessai-gw"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(config)
+            .stdout(log)
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        self.gateway = Some(child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            let now = fs::read_to_string(&log_path).map_or(0, |s| s.matches("enforcing").count());
+            if now > before {
+                return Ok(());
+            }
+            if let Some(g) = &mut self.gateway
+                && let Ok(Some(status)) = g.try_wait()
+            {
+                bail!(
+                    "gateway exited with {status}: {}",
+                    fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("gateway not enforcing after 20 s")
+    }
+
+    /// Plain TCP services beside the Modbus server, on the asset and on the
+    /// non-asset address of the inverter host, and on the gateway itself
+    /// (its management SSH).
+    pub fn start_services(&mut self) -> Result<()> {
+        let banner = "import socket,sys\n\
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(16)\n\
+while True:\n  c,_=s.accept(); c.sendall(b'SSH-2.0-bessai-test\\r\\n'); c.close()\n";
+        for (role, args) in [
+            (
+                "inv",
+                vec!["python3", "-m", "http.server", "80", "--bind", "0.0.0.0"],
+            ),
+            ("inv", vec!["python3", "-c", banner, "22"]),
+            ("gw", vec!["python3", "-c", banner, "22"]),
+        ] {
+            let child = Command::new("ip")
+                .args(["netns", "exec", &self.ns(role)])
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            self.children.push(child);
+        }
+        // Until every service accepts (seen from inside its namespace).
+        let start = Instant::now();
+        for (role, addr) in [
+            ("inv", "127.0.0.1:80"),
+            ("inv", "127.0.0.1:22"),
+            ("gw", "127.0.0.1:22"),
+        ] {
+            while !self.tcp_ok(role, addr, Duration::from_millis(300)) {
+                if start.elapsed() > Duration::from_secs(10) {
+                    bail!("{addr} in {role} not listening");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Does a TCP connection from `role` to `addr` get through (and the
+    /// first bytes come back) within `timeout`?
+    pub fn tcp_ok(&self, role: &str, addr: &str, timeout: Duration) -> bool {
+        let script = "import socket,sys\n\
+h,p=sys.argv[1].rsplit(':',1)\n\
+s=socket.create_connection((h,int(p)), timeout=float(sys.argv[2]))\n\
+s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n\
+s.settimeout(float(sys.argv[2]))\n\
+sys.exit(0 if s.recv(16) else 1)\n";
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(role),
+                "python3",
+                "-c",
+                script,
+                addr,
+            ])
+            .arg(format!("{}", timeout.as_secs_f64()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// One ICMP echo from `role` to `addr`, answered within a second?
+    pub fn ping_ok(&self, role: &str, addr: &str) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(role), "ping", "-c1", "-W1", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Runs a client (`modbus-sim client` or the pymodbus script) in the
@@ -309,6 +563,9 @@ impl Testbed {
 impl Drop for Testbed {
     fn drop(&mut self) {
         self.stop_gateway();
+        // Pinned links would outlive the test otherwise.
+        let _ = fs::remove_dir_all(self.pin_path());
+        let _ = sh(&["umount", &self.work.join("bpffs").display().to_string()]);
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();

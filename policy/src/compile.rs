@@ -7,7 +7,7 @@ use bessai_common::{
     ON_DENY_RESET, PART_MAIN, PART_WRITE, Rule as RuleValue, RuleKey, Settings,
 };
 
-use crate::{Addr, Mode, OnDeny, Policy, net::mapped};
+use crate::{Addr, IpNet, Mode, OnDeny, Policy, net::mapped};
 
 /// What the data plane needs, for the BPF maps and the host tables alike.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,8 +25,13 @@ pub struct Compiled {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConduitMeta {
     pub name: String,
+    /// Zone of the clients.
     pub from: String,
+    /// Source networks of the clients.
+    pub sources: Vec<IpNet>,
     pub asset: String,
+    /// Zone of the asset.
+    pub to: String,
     pub address: IpAddr,
     pub port: u16,
     pub mode: Mode,
@@ -76,6 +81,7 @@ pub fn compile(p: &Policy) -> Compiled {
         };
         for src in &c.sources {
             let key = ConduitKey::with_prefix(
+                0,
                 mapped(asset.address),
                 asset.port,
                 mapped(src.addr),
@@ -106,7 +112,9 @@ pub fn compile(p: &Policy) -> Compiled {
         meta.push(ConduitMeta {
             name: c.name.clone(),
             from: c.from.clone(),
+            sources: c.sources.clone(),
             asset: asset.name.clone(),
+            to: asset.zone.clone(),
             address: asset.address,
             port: asset.port,
             mode: c.mode,

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, net::IpAddr, ops::Range as Span};
 
 use bessai_common::{
-    MAX_CONDUITS, MAX_PORTS, MAX_RANGES,
+    MAX_POLICY_CONDUITS, MAX_PORTS, MAX_RANGES,
     modbus::{RuleShape, rule_shape},
 };
 use toml::Spanned;
@@ -528,12 +528,12 @@ pub fn validate(source: &str, file: &str) -> Result<Policy, PolicyErrors> {
         }
         conduits.push(c);
     }
-    if conduits.len() > MAX_CONDUITS as usize {
+    if conduits.len() > MAX_POLICY_CONDUITS as usize {
         ck.err(
             0..0,
             ErrorKind::TooMany {
                 what: "conduits",
-                max: MAX_CONDUITS as usize,
+                max: MAX_POLICY_CONDUITS as usize,
             },
         );
     }

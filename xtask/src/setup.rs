@@ -17,6 +17,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "ethtool",
     "python3-pip",
+    "iputils-ping",
+    "systemd",
 ];
 const TOOLCHAIN: &str = "1.95.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";

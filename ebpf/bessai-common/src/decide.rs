@@ -28,6 +28,11 @@ const IPV6_MAX_EXT: usize = 4;
 /// Lookups the decision needs. The XDP program implements them with BPF maps,
 /// the host with in-memory tables compiled from the same policy.
 pub trait Tables {
+    /// The policy generation in force (see [`crate::types::GENERATIONS`]);
+    /// the host tables hold one policy, generation 0.
+    fn generation(&self) -> u8 {
+        0
+    }
     fn is_protected_port(&self, port: u16) -> bool;
     /// True for the address of any asset behind a conduit.
     fn is_asset(&self, addr: &Addr) -> bool;
@@ -219,8 +224,12 @@ pub fn decide<T: Tables + ?Sized, O: AduObserver>(
         tables.forget((lay.l4, lay.payload, lay.payload_len, lay.rst_ok, flags, key));
     (lay.l4, lay.payload, lay.payload_len, lay.rst_ok) = (l4, payload, payload_len, rst_ok);
     if tables.is_protected_port(dst_port) {
-        let Some(conduit) = tables.conduit(&ConduitKey::new(key.server, dst_port, key.client))
-        else {
+        let Some(conduit) = tables.conduit(&ConduitKey::new(
+            tables.generation(),
+            key.server,
+            dst_port,
+            key.client,
+        )) else {
             return Decision::drop(Reason::NoConduit);
         };
         let key = FlowKey {
@@ -233,7 +242,12 @@ pub fn decide<T: Tables + ?Sized, O: AduObserver>(
         return d;
     }
     if tables.is_protected_port(src_port) {
-        return match tables.conduit(&ConduitKey::new(key.client, src_port, key.server)) {
+        return match tables.conduit(&ConduitKey::new(
+            tables.generation(),
+            key.client,
+            src_port,
+            key.server,
+        )) {
             Some(conduit) => {
                 let mut d = Decision::pass(Reason::Response);
                 d.conduit = conduit.id;

@@ -48,15 +48,6 @@ impl HostTables {
     }
 }
 
-/// The 36 data bytes of an LPM key, in the kernel's comparison order.
-fn lpm_data(k: &ConduitKey) -> [u8; 36] {
-    let mut d = [0u8; 36];
-    d[..16].copy_from_slice(&k.dst);
-    d[16..18].copy_from_slice(&k.dst_port);
-    d[18..34].copy_from_slice(&k.src);
-    d
-}
-
 fn prefix_matches(entry: &[u8; 36], key: &[u8; 36], bits: u32) -> bool {
     let full = (bits / 8) as usize;
     if entry[..full] != key[..full] {
@@ -80,12 +71,11 @@ impl Tables for HostTables {
     }
 
     fn conduit(&self, key: &ConduitKey) -> Option<Conduit> {
-        let wanted = lpm_data(key);
+        let wanted = key.data();
         self.conduits
             .iter()
             .find(|(k, _)| {
-                k.prefix_len <= key.prefix_len
-                    && prefix_matches(&lpm_data(k), &wanted, k.prefix_len)
+                k.prefix_len <= key.prefix_len && prefix_matches(&k.data(), &wanted, k.prefix_len)
             })
             .map(|(_, c)| *c)
     }

@@ -67,7 +67,7 @@ fn tables() -> HostTables {
     {
         let id = id as u16;
         conduits.push((
-            ConduitKey::with_prefix(mapped(PCS), 502, mapped(src), 128),
+            ConduitKey::with_prefix(0, mapped(PCS), 502, mapped(src), 128),
             conduit(id, mode, on_deny),
         ));
         let key = |function, part| RuleKey {

@@ -48,46 +48,81 @@ pub const fn is_ipv4_mapped(a: &Addr) -> bool {
 
 /// Key of the conduit LPM trie, laid out as the kernel's `bpf_lpm_trie_key`
 /// (prefix length, then data) so that the eBPF side passes it without a copy:
-/// destination address and port are always matched exactly (the first
-/// [`CONDUIT_KEY_FIXED_BITS`] bits), the source by prefix.
+/// the policy generation, destination address and port are always matched
+/// exactly (the first [`CONDUIT_KEY_FIXED_BITS`] bits), the source by prefix.
+///
+/// The generation lets a reload write a complete second policy beside the
+/// running one and then switch with one 4-byte write (see [`GENERATIONS`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConduitKey {
     /// Bits of the data that count: [`CONDUIT_KEY_BITS`] for a lookup.
     pub prefix_len: u32,
+    /// Policy generation, 0 or 1.
+    pub generation: u8,
+    pub _pad: u8,
     pub dst: Addr,
     /// Network byte order.
     pub dst_port: [u8; 2],
     pub src: Addr,
-    /// Beyond every prefix length, never compared.
-    pub _pad: [u8; 2],
 }
 const _: () = assert!(size_of::<ConduitKey>() == 40);
 /// Bytes of LPM data after the prefix length.
 pub const CONDUIT_KEY_DATA: usize = 36;
 /// Bits of a [`ConduitKey`] before the source address.
-pub const CONDUIT_KEY_FIXED_BITS: u32 = 144;
+pub const CONDUIT_KEY_FIXED_BITS: u32 = 160;
 /// A full-length lookup key.
-pub const CONDUIT_KEY_BITS: u32 = 272;
+pub const CONDUIT_KEY_BITS: u32 = 288;
 
 impl ConduitKey {
     /// A lookup key (all bits significant).
-    pub const fn new(dst: Addr, dst_port: u16, src: Addr) -> Self {
-        Self::with_prefix(dst, dst_port, src, 128)
+    pub const fn new(generation: u8, dst: Addr, dst_port: u16, src: Addr) -> Self {
+        Self::with_prefix(generation, dst, dst_port, src, 128)
     }
 
     /// An entry matching sources in `src/src_prefix` (prefix of the 128-bit,
     /// IPv4-mapped address).
-    pub const fn with_prefix(dst: Addr, dst_port: u16, src: Addr, src_prefix: u32) -> Self {
+    pub const fn with_prefix(
+        generation: u8,
+        dst: Addr,
+        dst_port: u16,
+        src: Addr,
+        src_prefix: u32,
+    ) -> Self {
         Self {
             prefix_len: CONDUIT_KEY_FIXED_BITS + src_prefix,
+            generation,
+            _pad: 0,
             dst,
             dst_port: dst_port.to_be_bytes(),
             src,
-            _pad: [0; 2],
         }
     }
+
+    /// The same entry in another policy generation.
+    pub const fn in_generation(mut self, generation: u8) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The LPM data bytes, in the kernel's comparison order.
+    pub fn data(&self) -> [u8; CONDUIT_KEY_DATA] {
+        let mut d = [0u8; CONDUIT_KEY_DATA];
+        d[0] = self.generation;
+        d[2..18].copy_from_slice(&self.dst);
+        d[18..20].copy_from_slice(&self.dst_port);
+        d[20..36].copy_from_slice(&self.src);
+        d
+    }
 }
+
+/// Policy generations held in the maps at once: the running one and the one
+/// a reload is writing. Conduit ids of generation `g` are offset by
+/// `g * MAX_POLICY_CONDUITS`, so rules, counters and events of the two never
+/// mix.
+pub const GENERATIONS: u32 = 2;
+/// Conduits one policy may have.
+pub const MAX_POLICY_CONDUITS: u32 = MAX_CONDUITS / GENERATIONS;
 
 pub const MODE_ENFORCE: u8 = 0;
 pub const MODE_MONITOR: u8 = 1;

@@ -10,20 +10,27 @@ use aya_ebpf::{
 use bessai_common::{
     Action, Addr, CONDUIT_ALLOWED, CONDUIT_DENIED, CONDUIT_KEY_DATA, CONDUIT_MONITORED,
     CONDUIT_RESETS, Conduit, ConduitCounters, ConduitKey, Decision, EVENT_HAS_ADU, EVENT_MONITOR,
-    Event, FRAME_MAX, FlowKey, FlowState, Layout, MAX_ASSETS, MAX_CONDUIT_PREFIXES, MAX_CONDUITS,
-    MAX_FLOWS, MAX_RULES, NoObserver, Rule, RuleKey, Settings, Tables, decide,
+    Event, FRAME_MAX, FlowKey, FlowState, GENERATIONS, Layout, MAX_ASSETS, MAX_CONDUIT_PREFIXES,
+    MAX_CONDUITS, MAX_FLOWS, MAX_RULES, NoObserver, Rule, RuleKey, Settings, Tables, decide,
     frame::Frame,
     reason::NUM_REASONS,
     rst::{RST_MAX, rst_to_client, rst_to_server},
 };
 
+/// Index 0: the policy generation in force (0 or 1). User space writes the
+/// next generation's tables completely, then flips this one word: a packet
+/// is judged wholly by the old policy or wholly by the new one.
 #[map]
-static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+/// One entry per generation.
+#[map]
+static SETTINGS: Array<Settings> = Array::with_max_entries(GENERATIONS, 0);
 #[map]
 static CONDUITS: LpmTrie<[u8; CONDUIT_KEY_DATA], Conduit> =
     LpmTrie::with_max_entries(MAX_CONDUIT_PREFIXES, 0);
 #[map]
 static RULES: HashMap<RuleKey, Rule> = HashMap::with_max_entries(MAX_RULES, 0);
+/// Value: bit `g` set when the address is an asset in generation `g`.
 #[map]
 static ASSETS: HashMap<Addr, u8> = HashMap::with_max_entries(MAX_ASSETS, 0);
 #[map]
@@ -81,8 +88,14 @@ struct MapTables;
 
 impl Tables for MapTables {
     #[inline(always)]
+    fn generation(&self) -> u8 {
+        // Only ever 0 or 1; masked so that a stray value still names one.
+        ACTIVE.get(0).map_or(0, |g| (*g & 1) as u8)
+    }
+
+    #[inline(always)]
     fn is_protected_port(&self, port: u16) -> bool {
-        match SETTINGS.get(0) {
+        match SETTINGS.get(self.generation() as u32) {
             Some(s) => s.is_protected_port(port),
             None => false,
         }
@@ -90,8 +103,11 @@ impl Tables for MapTables {
 
     #[inline(always)]
     fn is_asset(&self, addr: &Addr) -> bool {
-        // SAFETY: the value is only tested for presence.
-        unsafe { ASSETS.get(addr) }.is_some()
+        // SAFETY: a u8 copied out at once.
+        match unsafe { ASSETS.get(addr) } {
+            Some(bits) => (*bits >> self.generation()) & 1 == 1,
+            None => false,
+        }
     }
 
     #[inline(always)]

@@ -5,8 +5,8 @@ use aya::{
     maps::{MapData, PerCpuArray},
 };
 use bessai_common::{
-    CONDUIT_ALLOWED, CONDUIT_DENIED, CONDUIT_MONITORED, CONDUIT_RESETS, ConduitCounters, Reason,
-    reason::NUM_REASONS,
+    CONDUIT_ALLOWED, CONDUIT_DENIED, CONDUIT_MONITORED, CONDUIT_RESETS, ConduitCounters,
+    MAX_POLICY_CONDUITS, Reason, reason::NUM_REASONS,
 };
 
 use super::DataplaneError;
@@ -35,7 +35,8 @@ impl Counters {
     }
 }
 
-pub(super) fn read(ebpf: &Ebpf) -> Result<Counters, DataplaneError> {
+/// Reads the counters; conduits of generation `g`, by policy conduit id.
+pub(super) fn read(ebpf: &Ebpf, g: u8) -> Result<Counters, DataplaneError> {
     let err = |source| DataplaneError::Map {
         map: "counters",
         source,
@@ -58,7 +59,8 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<Counters, DataplaneError> {
     )
     .map_err(err)?;
     let mut by_conduit = Vec::new();
-    for i in 0..conduits.len() {
+    let first = u32::from(g) * MAX_POLICY_CONDUITS;
+    for i in first..first + MAX_POLICY_CONDUITS {
         let mut t = ConduitTotals::default();
         for c in conduits.get(&i, 0).map_err(err)?.iter() {
             t.allowed_adus += c[CONDUIT_ALLOWED];

@@ -1,94 +1,205 @@
-//! Filling the policy maps from a compiled policy.
+//! Writing a compiled policy into the maps as a second generation beside the
+//! running one, flipping to it in one step, then retiring the old one.
+//!
+//! The program reads `ACTIVE[0]` for every lookup key, so a packet sees
+//! either every entry of the old policy or every entry of the new one, never
+//! a half-written table (issue 5: atomic reload).
+
+use std::time::Duration;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key},
+    util::nr_cpus,
 };
 use bessai_common::{
-    Addr, CONDUIT_KEY_DATA, Conduit, ConduitKey, FlowKey, FlowState, Rule, RuleKey, Settings,
+    Addr, CONDUIT_KEY_DATA, Conduit, ConduitCounters, ConduitKey, FlowKey, FlowState,
+    MAX_POLICY_CONDUITS, Rule, RuleKey, Settings,
 };
 use bessai_policy::Compiled;
 
 use super::DataplaneError;
 
+/// How long a packet that read the old generation may still be looking up
+/// its entries. An XDP invocation lasts microseconds; this is generous.
+const RETIRE_GRACE: Duration = Duration::from_millis(20);
+
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, source }
 }
 
-fn lpm_key(k: &ConduitKey) -> Key<[u8; CONDUIT_KEY_DATA]> {
-    let mut data = [0u8; CONDUIT_KEY_DATA];
-    data[..16].copy_from_slice(&k.dst);
-    data[16..18].copy_from_slice(&k.dst_port);
-    data[18..34].copy_from_slice(&k.src);
-    Key::new(k.prefix_len, data)
+fn map_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::maps::Map, DataplaneError> {
+    ebpf.map_mut(name).ok_or(DataplaneError::NoMap(name))
 }
 
-/// Clears and refills the policy maps. Not atomic: the program sees a
-/// partly filled policy meanwhile, which can only deny more (entries are
-/// removed first, then added; a conduit appears before its rules, and a
-/// missing rule denies).
-pub(super) fn install(ebpf: &mut Ebpf, c: &Compiled) -> Result<(), DataplaneError> {
-    {
-        let mut rules: HashMap<&mut MapData, RuleKey, Rule> = HashMap::try_from(
-            ebpf.map_mut("RULES")
-                .ok_or(DataplaneError::NoMap("RULES"))?,
-        )
-        .map_err(map_err("RULES"))?;
-        let old: Vec<RuleKey> = rules.keys().filter_map(Result::ok).collect();
-        for k in old {
-            rules.remove(&k).map_err(map_err("RULES"))?;
-        }
-    }
+fn lpm_key(k: &ConduitKey) -> Key<[u8; CONDUIT_KEY_DATA]> {
+    Key::new(k.prefix_len, k.data())
+}
+
+/// The id a policy's conduit `id` has in the kernel in generation `g`.
+pub(super) const fn kernel_conduit_id(g: u8, id: u16) -> u16 {
+    id + g as u16 * MAX_POLICY_CONDUITS as u16
+}
+
+/// Splits a kernel conduit id into (generation, policy conduit id).
+pub const fn split_conduit_id(kernel_id: u16) -> (u8, u16) {
+    (
+        (kernel_id / MAX_POLICY_CONDUITS as u16) as u8,
+        kernel_id % MAX_POLICY_CONDUITS as u16,
+    )
+}
+
+/// The generation in force.
+pub(super) fn active(ebpf: &Ebpf) -> Result<u8, DataplaneError> {
+    let a: Array<&MapData, u32> =
+        Array::try_from(ebpf.map("ACTIVE").ok_or(DataplaneError::NoMap("ACTIVE"))?)
+            .map_err(map_err("ACTIVE"))?;
+    Ok((a.get(&0, 0).map_err(map_err("ACTIVE"))? & 1) as u8)
+}
+
+fn set_active(ebpf: &mut Ebpf, g: u8) -> Result<(), DataplaneError> {
+    let mut a: Array<&mut MapData, u32> =
+        Array::try_from(map_mut(ebpf, "ACTIVE")?).map_err(map_err("ACTIVE"))?;
+    a.set(0, u32::from(g), 0).map_err(map_err("ACTIVE"))
+}
+
+/// Writes `c` as generation `g`, which must not be in force. Conduit
+/// counters of `g` start from zero.
+pub(super) fn write_generation(ebpf: &mut Ebpf, g: u8, c: &Compiled) -> Result<(), DataplaneError> {
     {
         let mut conduits: LpmTrie<&mut MapData, [u8; CONDUIT_KEY_DATA], Conduit> =
-            LpmTrie::try_from(
-                ebpf.map_mut("CONDUITS")
-                    .ok_or(DataplaneError::NoMap("CONDUITS"))?,
-            )
-            .map_err(map_err("CONDUITS"))?;
-        let old: Vec<_> = conduits.keys().filter_map(Result::ok).collect();
-        for k in old {
-            conduits.remove(&k).map_err(map_err("CONDUITS"))?;
-        }
+            LpmTrie::try_from(map_mut(ebpf, "CONDUITS")?).map_err(map_err("CONDUITS"))?;
         for (k, v) in &c.conduits {
+            let v = Conduit {
+                id: kernel_conduit_id(g, v.id),
+                ..*v
+            };
             conduits
-                .insert(&lpm_key(k), v, 0)
+                .insert(&lpm_key(&k.in_generation(g)), v, 0)
                 .map_err(map_err("CONDUITS"))?;
         }
     }
     {
-        let mut rules: HashMap<&mut MapData, RuleKey, Rule> = HashMap::try_from(
-            ebpf.map_mut("RULES")
-                .ok_or(DataplaneError::NoMap("RULES"))?,
-        )
-        .map_err(map_err("RULES"))?;
+        let mut rules: HashMap<&mut MapData, RuleKey, Rule> =
+            HashMap::try_from(map_mut(ebpf, "RULES")?).map_err(map_err("RULES"))?;
         for (k, v) in &c.rules {
+            let k = RuleKey {
+                conduit: kernel_conduit_id(g, k.conduit),
+                ..*k
+            };
             rules.insert(k, v, 0).map_err(map_err("RULES"))?;
         }
     }
     {
-        let mut assets: HashMap<&mut MapData, Addr, u8> = HashMap::try_from(
-            ebpf.map_mut("ASSETS")
-                .ok_or(DataplaneError::NoMap("ASSETS"))?,
-        )
-        .map_err(map_err("ASSETS"))?;
-        let old: Vec<Addr> = assets.keys().filter_map(Result::ok).collect();
-        for k in old {
-            assets.remove(&k).map_err(map_err("ASSETS"))?;
-        }
+        let mut assets: HashMap<&mut MapData, Addr, u8> =
+            HashMap::try_from(map_mut(ebpf, "ASSETS")?).map_err(map_err("ASSETS"))?;
         for a in &c.assets {
-            assets.insert(a, 1, 0).map_err(map_err("ASSETS"))?;
+            let bits = assets.get(a, 0).unwrap_or(0);
+            assets
+                .insert(a, bits | 1 << g, 0)
+                .map_err(map_err("ASSETS"))?;
         }
     }
-    let mut settings: Array<&mut MapData, Settings> = Array::try_from(
-        ebpf.map_mut("SETTINGS")
-            .ok_or(DataplaneError::NoMap("SETTINGS"))?,
-    )
-    .map_err(map_err("SETTINGS"))?;
-    settings
-        .set(0, c.settings, 0)
-        .map_err(map_err("SETTINGS"))?;
+    {
+        let mut settings: Array<&mut MapData, Settings> =
+            Array::try_from(map_mut(ebpf, "SETTINGS")?).map_err(map_err("SETTINGS"))?;
+        settings
+            .set(u32::from(g), c.settings, 0)
+            .map_err(map_err("SETTINGS"))?;
+    }
+    let mut counters: PerCpuArray<&mut MapData, ConduitCounters> =
+        PerCpuArray::try_from(map_mut(ebpf, "CONDUIT_COUNTERS")?)
+            .map_err(map_err("CONDUIT_COUNTERS"))?;
+    let cpus = nr_cpus().map_err(|(_, e)| DataplaneError::Cpus(e))?;
+    for id in 0..c.conduits_meta.len() as u16 {
+        let zero = PerCpuValues::try_from(vec![ConduitCounters::default(); cpus])
+            .map_err(|e| DataplaneError::Cpus(std::io::Error::other(e)))?;
+        counters
+            .set(u32::from(kernel_conduit_id(g, id)), zero, 0)
+            .map_err(map_err("CONDUIT_COUNTERS"))?;
+    }
     Ok(())
+}
+
+/// Removes every entry of generation `g` (which must not be in force),
+/// whatever wrote it: the previous policy, or a reload that crashed half way.
+pub(super) fn purge_generation(ebpf: &mut Ebpf, g: u8) -> Result<(), DataplaneError> {
+    {
+        let mut conduits: LpmTrie<&mut MapData, [u8; CONDUIT_KEY_DATA], Conduit> =
+            LpmTrie::try_from(map_mut(ebpf, "CONDUITS")?).map_err(map_err("CONDUITS"))?;
+        let stale: Vec<_> = conduits
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data()[0] == g)
+            .collect();
+        for k in stale {
+            conduits.remove(&k).map_err(map_err("CONDUITS"))?;
+        }
+    }
+    {
+        let mut rules: HashMap<&mut MapData, RuleKey, Rule> =
+            HashMap::try_from(map_mut(ebpf, "RULES")?).map_err(map_err("RULES"))?;
+        let stale: Vec<RuleKey> = rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| split_conduit_id(k.conduit).0 == g)
+            .collect();
+        for k in stale {
+            rules.remove(&k).map_err(map_err("RULES"))?;
+        }
+    }
+    let mut assets: HashMap<&mut MapData, Addr, u8> =
+        HashMap::try_from(map_mut(ebpf, "ASSETS")?).map_err(map_err("ASSETS"))?;
+    let entries: Vec<(Addr, u8)> = assets.iter().filter_map(Result::ok).collect();
+    for (a, bits) in entries {
+        let rest = bits & !(1 << g);
+        if rest == 0 {
+            assets.remove(&a).map_err(map_err("ASSETS"))?;
+        } else if rest != bits {
+            assets.insert(a, rest, 0).map_err(map_err("ASSETS"))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a switch to a new policy did.
+#[derive(Clone, Copy, Debug)]
+pub struct Switch {
+    pub from: u8,
+    pub to: u8,
+    /// From the start of writing to the flip: how long the reload took to
+    /// take effect.
+    pub to_enforced: Duration,
+}
+
+/// Writes `c` into the spare generation, flips to it, and retires the old one.
+pub(super) fn switch(
+    ebpf: &mut Ebpf,
+    c: &Compiled,
+    spare_clean: bool,
+) -> Result<Switch, DataplaneError> {
+    let started = std::time::Instant::now();
+    let from = active(ebpf)?;
+    let to = 1 - from;
+    // Normally already empty (retired after the last switch); a reload
+    // interrupted by a crash, or a failed one, may have left part of a
+    // policy here.
+    if !spare_clean {
+        purge_generation(ebpf, to)?;
+    }
+    write_generation(ebpf, to, c)?;
+    set_active(ebpf, to)?;
+    let to_enforced = started.elapsed();
+    std::thread::sleep(RETIRE_GRACE);
+    purge_generation(ebpf, from)?;
+    Ok(Switch {
+        from,
+        to,
+        to_enforced,
+    })
 }
 
 pub(super) fn last_verdict(ebpf: &Ebpf) -> Result<u32, DataplaneError> {
@@ -101,11 +212,8 @@ pub(super) fn last_verdict(ebpf: &Ebpf) -> Result<u32, DataplaneError> {
 }
 
 pub(super) fn clear_flows(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
-    let mut flows: HashMap<&mut MapData, FlowKey, FlowState> = HashMap::try_from(
-        ebpf.map_mut("FLOWS")
-            .ok_or(DataplaneError::NoMap("FLOWS"))?,
-    )
-    .map_err(map_err("FLOWS"))?;
+    let mut flows: HashMap<&mut MapData, FlowKey, FlowState> =
+        HashMap::try_from(map_mut(ebpf, "FLOWS")?).map_err(map_err("FLOWS"))?;
     let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
     for k in keys {
         // Ignore: an LRU entry may be evicted between listing and removal.

@@ -4,17 +4,22 @@
 mod counters;
 mod events;
 mod maps;
+mod pins;
 
 use std::time::Duration;
 
 use aya::{
     Ebpf,
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, links::FdLink, xdp::XdpLinkId,
+    },
 };
 use bessai_common::{Action, Reason};
 use bessai_policy::Compiled;
 pub use counters::{ConduitTotals, Counters};
 pub use events::{EventStream, addr, render_event};
+pub use maps::{Switch, split_conduit_id};
+pub use pins::{Adopted, PinPaths};
 
 /// The XDP object built by build.rs, aligned for the ELF parser.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bessai-xdp"));
@@ -44,6 +49,10 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
+    #[error("counting CPUs: {0}")]
+    Cpus(#[source] std::io::Error),
+    #[error("bpffs pin {path}: {reason}")]
+    Pin { path: String, reason: String },
 }
 
 /// How a program ended up attached to an interface.
@@ -51,6 +60,9 @@ pub enum DataplaneError {
 pub enum AttachMode {
     Native,
     Generic,
+    /// A link pinned by an earlier run now runs this program (replaced in
+    /// one step: the interface was never without a program).
+    Adopted,
 }
 
 impl AttachMode {
@@ -58,15 +70,27 @@ impl AttachMode {
         match self {
             AttachMode::Native => "native",
             AttachMode::Generic => "generic",
+            AttachMode::Adopted => "adopted",
         }
     }
 }
 
-/// A loaded (verified) XDP program with its maps. Dropping it detaches every
-/// link it attached.
+/// An attachment to one interface.
+enum Attachment {
+    /// Owned by this process: detached when it exits.
+    Owned(XdpLinkId),
+    /// Pinned on bpffs: outlives this process, a crash included.
+    Pinned(FdLink),
+}
+
+/// A loaded (verified) XDP program with its maps. Dropping it detaches the
+/// links it owns; pinned links and maps stay in force.
 pub struct Dataplane {
     ebpf: Ebpf,
-    links: Vec<(String, XdpLinkId)>,
+    links: Vec<(String, Attachment)>,
+    pins: Option<PinPaths>,
+    /// The spare generation holds no entries (see maps.rs).
+    spare_clean: bool,
 }
 
 /// One BPF_PROG_TEST_RUN result.
@@ -92,22 +116,67 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             links: Vec::new(),
+            pins: None,
+            spare_clean: true,
         })
     }
 
-    /// Replaces the policy tables with `compiled`.
-    pub fn install(&mut self, compiled: &Compiled) -> Result<(), DataplaneError> {
-        maps::install(&mut self.ebpf, compiled)
+    /// Loads the embedded object reusing the maps pinned under `pins` by an
+    /// earlier run (policy, flows, counters, unread events), or pinning new
+    /// ones; pins the program. Links are adopted by [`Dataplane::attach`].
+    pub fn load_pinned(pins: PinPaths) -> Result<(Self, Adopted), DataplaneError> {
+        let (mut ebpf, adopted) = pins::load(&pins)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DataplaneError::NoProgram)?
+            .try_into()?;
+        prog.load()?;
+        pins::pin_program(&pins, prog)?;
+        Ok((
+            Self {
+                ebpf,
+                links: Vec::new(),
+                pins: Some(pins),
+                // A crash during a reload can leave part of a policy there.
+                spare_clean: false,
+            },
+            adopted,
+        ))
+    }
+
+    /// Puts `compiled` in force in one step: written completely into the
+    /// spare generation, then switched to; the old generation is removed
+    /// afterwards.
+    pub fn install(&mut self, compiled: &Compiled) -> Result<Switch, DataplaneError> {
+        let sw = maps::switch(&mut self.ebpf, compiled, self.spare_clean);
+        self.spare_clean = sw.is_ok();
+        sw
+    }
+
+    /// The policy generation in force.
+    pub fn active_generation(&self) -> Result<u8, DataplaneError> {
+        maps::active(&self.ebpf)
     }
 
     /// Attaches to `iface`: natively where the driver supports XDP (and
     /// `allow_native`), else in generic (SKB) mode unless `allow_generic` is false.
+    /// With pins, a link pinned for `iface` by an earlier run is adopted
+    /// (its program replaced atomically) and a new link is pinned.
     pub fn attach(
         &mut self,
         iface: &str,
         allow_native: bool,
         allow_generic: bool,
     ) -> Result<AttachMode, DataplaneError> {
+        if let Some(pins) = self.pins.clone() {
+            let prog = self.program_mut()?;
+            if let Some(link) = pins::adopt_link(&pins, iface, prog)? {
+                self.links
+                    .push((iface.to_string(), Attachment::Pinned(link)));
+                return Ok(AttachMode::Adopted);
+            }
+        }
+        let pins = self.pins.clone();
         let prog = self.program_mut()?;
         let native = if allow_native {
             Some(prog.attach(iface, XdpMode::Driver))
@@ -135,20 +204,46 @@ impl Dataplane {
                 (id, AttachMode::Generic)
             }
         };
-        self.links.push((iface.to_string(), id));
+        let attachment = match pins {
+            Some(pins) => Attachment::Pinned(pins::pin_link(&pins, iface, prog, id)?),
+            None => Attachment::Owned(id),
+        };
+        self.links.push((iface.to_string(), attachment));
         Ok(mode)
     }
 
-    /// Detaches from every interface (also done on drop).
+    /// Detaches from every interface, pinned links included (their pins are
+    /// removed): the boundary is then open. Owned links are also detached on
+    /// drop; pinned ones never are.
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
         let links = std::mem::take(&mut self.links);
-        let prog = self.program_mut()?;
-        for (iface, id) in links {
-            if let Err(e) = prog.detach(id) {
-                tracing::warn!(iface, error = %e, "detach failed");
+        for (iface, attachment) in links {
+            match attachment {
+                Attachment::Owned(id) => {
+                    if let Err(e) = self.program_mut()?.detach(id) {
+                        tracing::warn!(iface, error = %e, "detach failed");
+                    }
+                }
+                Attachment::Pinned(link) => {
+                    if let Some(pins) = &self.pins {
+                        pins::unpin_link(pins, &iface)?;
+                    }
+                    // The last reference: the kernel detaches the program.
+                    drop(link);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Removes every pin (maps, program, links) of this dataplane; what is
+    /// still attached is detached when this process lets go of it.
+    pub fn unpin_all(&mut self) -> Result<(), DataplaneError> {
+        self.detach_all()?;
+        match &self.pins {
+            Some(pins) => pins::remove_all(pins),
+            None => Ok(()),
+        }
     }
 
     /// Runs the program once (or `repeat` times) on `frame` with
@@ -217,8 +312,9 @@ impl Dataplane {
         maps::clear_flows(&mut self.ebpf)
     }
 
+    /// Counters of the policy in force (conduits by policy id).
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        counters::read(&self.ebpf)
+        counters::read(&self.ebpf, self.active_generation()?)
     }
 
     /// Takes the event ring buffer (once).

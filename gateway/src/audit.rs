@@ -1,0 +1,120 @@
+//! Audit trail (IEC 62443-3-3 SR 2.8): what happened to the gateway itself,
+//! distinct from traffic events: start, stop, reloads (with the policy's
+//! SHA-256 before and after), configuration changes.
+//!
+//! Each record is a structured tracing event with target `bessai::audit`
+//! and an `audit` field naming its kind, so that a log pipeline can route
+//! them apart from `bessai::conduit` traffic events; the SIEM forwarder
+//! receives the same records.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// SHA-256 of a file's bytes, hex. The policy is identified by what the
+/// engineer wrote, byte for byte.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    Ok(sha256_hex(&std::fs::read(path)?))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// One audit record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AuditEvent {
+    Start {
+        version: &'static str,
+        config: String,
+        policy: String,
+        policy_sha256: String,
+        adopted: bool,
+    },
+    Stop {
+        /// True when enforcement was removed (configuration `on_shutdown = "open"`).
+        opened: bool,
+    },
+    ReloadSucceeded {
+        policy: String,
+        old_sha256: String,
+        new_sha256: String,
+        generation: u8,
+        took_ms: f64,
+    },
+    ReloadUnchanged {
+        policy_sha256: String,
+    },
+    ReloadFailed {
+        policy: String,
+        running_sha256: String,
+        error: String,
+    },
+    ConfigChanged {
+        config: String,
+        /// What changed that a reload cannot apply.
+        needs_restart: Vec<String>,
+    },
+}
+
+impl AuditEvent {
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            AuditEvent::Start { .. } => "start",
+            AuditEvent::Stop { .. } => "stop",
+            AuditEvent::ReloadSucceeded { .. } => "reload_succeeded",
+            AuditEvent::ReloadUnchanged { .. } => "reload_unchanged",
+            AuditEvent::ReloadFailed { .. } => "reload_failed",
+            AuditEvent::ConfigChanged { .. } => "config_changed",
+        }
+    }
+
+    /// Writes the record to the log.
+    pub fn log(&self) {
+        let audit = self.kind();
+        match self {
+            AuditEvent::Start {
+                version,
+                config,
+                policy,
+                policy_sha256,
+                adopted,
+            } => tracing::info!(
+                target: "bessai::audit", audit, version, config, policy, policy_sha256,
+                adopted, "gateway started"
+            ),
+            AuditEvent::Stop { opened } => tracing::info!(
+                target: "bessai::audit", audit, opened,
+                "{}", if *opened { "gateway stopped, enforcement removed" } else { "gateway stopped, enforcement stays in force" }
+            ),
+            AuditEvent::ReloadSucceeded {
+                policy,
+                old_sha256,
+                new_sha256,
+                generation,
+                took_ms,
+            } => tracing::info!(
+                target: "bessai::audit", audit, policy, old_sha256, new_sha256, generation,
+                took_ms, "policy reloaded"
+            ),
+            AuditEvent::ReloadUnchanged { policy_sha256 } => tracing::info!(
+                target: "bessai::audit", audit, policy_sha256, "policy unchanged"
+            ),
+            AuditEvent::ReloadFailed {
+                policy,
+                running_sha256,
+                error,
+            } => tracing::error!(
+                target: "bessai::audit", audit, policy, running_sha256, error,
+                "reload rejected, the running policy stays in force"
+            ),
+            AuditEvent::ConfigChanged {
+                config,
+                needs_restart,
+            } => tracing::warn!(
+                target: "bessai::audit", audit, config, needs_restart = needs_restart.join(", "),
+                "configuration changed; these changes take effect at the next restart"
+            ),
+        }
+    }
+}

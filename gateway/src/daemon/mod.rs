@@ -1,0 +1,275 @@
+//! `bessai-gw run`: the appliance daemon.
+//!
+//! Order of work (nothing is touched before everything is validated):
+//! configuration and policy → pinned data plane (adopting what an earlier run
+//! left) → policy switched in → nftables base ruleset → XDP on every port →
+//! `READY=1` → events, counters, watchdog, SIGHUP reloads → on SIGTERM the
+//! boundary stays closed unless the configuration says `on_shutdown = "open"`.
+
+mod reload;
+mod settings;
+mod systemd;
+
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use self::reload::Running;
+pub use self::settings::Settings;
+use crate::{
+    audit::AuditEvent,
+    cli::RunArgs,
+    config::{OnShutdown, XdpMode},
+    dataplane::{Dataplane, render_event, split_conduit_id},
+    exit,
+};
+
+pub fn run(args: RunArgs) -> u8 {
+    let settings = match Settings::from_args(&args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut running = match Running::first(&settings) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return if settings.config_path.is_some() {
+                exit::CONFIG
+            } else {
+                exit::DATAERR
+            };
+        }
+    };
+
+    let (mut dp, adopted) = match &settings.pins {
+        Some(pins) => match Dataplane::load_pinned(pins.clone()) {
+            Ok((dp, adopted)) => {
+                if !adopted.maps_replaced.is_empty() {
+                    tracing::warn!(
+                        maps = adopted.maps_replaced.join(","),
+                        "pinned maps with an older layout were replaced"
+                    );
+                }
+                (dp, !adopted.maps_reused.is_empty())
+            }
+            Err(e) => return load_failed(&e),
+        },
+        None => match Dataplane::load() {
+            Ok(dp) => (dp, false),
+            Err(e) => return load_failed(&e),
+        },
+    };
+    if let Err(e) = running.switch_in(&mut dp) {
+        tracing::error!(error = %e, "cannot install the policy");
+        return exit::OSERR;
+    }
+    if let Some(fw) = &settings.firewall
+        && let Err(e) = fw.apply(&running.compiled)
+    {
+        tracing::error!(error = %e, "cannot install the nftables base ruleset");
+        return exit::OSERR;
+    }
+
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return exit::OSERR;
+        }
+    };
+    // The event stream registers with the runtime's reactor.
+    let _runtime = rt.enter();
+    let mut events = match dp.events() {
+        Ok(ev) => ev,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the event ring buffer");
+            return exit::OSERR;
+        }
+    };
+    for iface in &settings.ifaces {
+        let native = settings.xdp_mode != XdpMode::Generic;
+        let generic = settings.xdp_mode != XdpMode::Native;
+        match dp.attach(iface, native, generic) {
+            Ok(mode) => tracing::info!(iface, mode = mode.as_str(), "attached"),
+            Err(e) => {
+                tracing::error!(iface, error = %e, "cannot attach");
+                return exit::OSERR;
+            }
+        }
+    }
+    AuditEvent::Start {
+        version: env!("CARGO_PKG_VERSION"),
+        config: settings.config_display(),
+        policy: settings.policy_path.display().to_string(),
+        policy_sha256: running.sha256.clone(),
+        adopted,
+    }
+    .log();
+    tracing::info!(
+        policy = %settings.policy_path.display(),
+        conduits = running.compiled.conduits_meta.len(),
+        rules = running.compiled.rules.len(),
+        generation = running.generation,
+        pinned = settings.pins.is_some(),
+        "enforcing"
+    );
+    systemd::ready(&format!(
+        "enforcing {} conduits, policy {}",
+        running.compiled.conduits_meta.len(),
+        &running.sha256[..12]
+    ));
+
+    let stats = settings.stats_interval;
+    let watchdog = systemd::watchdog_interval();
+    let result = rt.block_on(async {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut tick = tokio::time::interval(Duration::from_secs(stats.max(1)));
+        tick.tick().await;
+        let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        loop {
+            tokio::select! {
+                r = events.next_batch(|e| render_event(e, |id| running.conduit_name(id))) => { r?; }
+                _ = tick.tick(), if stats > 0 => log_counters(&dp, &running),
+                _ = dog.tick(), if watchdog.is_some() => {
+                    // Only while the data plane answers.
+                    if dp.active_generation().is_ok() {
+                        systemd::watchdog();
+                    }
+                }
+                _ = sighup.recv() => {
+                    systemd::reloading();
+                    running.reload(&settings, &mut dp).log();
+                    systemd::ready("reloaded");
+                }
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+            }
+        }
+        events.drain(|e| render_event(e, |id| running.conduit_name(id)));
+        Ok::<_, std::io::Error>(())
+    });
+    systemd::stopping();
+    log_counters(&dp, &running);
+    let opened = shut_down(&settings, &mut dp);
+    AuditEvent::Stop { opened }.log();
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!(error = %e, "event loop failed");
+            exit::OSERR
+        }
+    }
+}
+
+/// Leaves the boundary as the configuration says. Returns true when
+/// enforcement was removed.
+fn shut_down(settings: &Settings, dp: &mut Dataplane) -> bool {
+    match (settings.on_shutdown, &settings.pins) {
+        (OnShutdown::Keep, Some(_)) => {
+            tracing::info!("exiting; XDP and nftables stay in force (pinned)");
+            false
+        }
+        (OnShutdown::Keep, None) | (OnShutdown::Open, _) => {
+            if let Err(e) = dp.unpin_all() {
+                tracing::warn!(error = %e, "detach");
+            }
+            if settings.on_shutdown == OnShutdown::Open
+                && let Some(fw) = &settings.firewall
+                && let Err(e) = fw.remove()
+            {
+                tracing::warn!(error = %e, "removing the nftables table");
+            }
+            tracing::info!("detached, exiting");
+            true
+        }
+    }
+}
+
+fn load_failed(e: &crate::dataplane::DataplaneError) -> u8 {
+    tracing::error!(error = %e, "cannot load the XDP program");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        exit::NOPERM
+    } else {
+        exit::OSERR
+    }
+}
+
+fn log_counters(dp: &Dataplane, running: &Running) {
+    match dp.counters() {
+        Ok(c) => {
+            let reasons: Vec<String> = c
+                .by_reason
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| format!("{}={n}", r.as_str()))
+                .collect();
+            for (id, t) in c.by_conduit.iter().enumerate() {
+                let conduit = running
+                    .compiled
+                    .conduits_meta
+                    .get(id)
+                    .map_or("-", |m| m.name.as_str());
+                tracing::info!(
+                    conduit,
+                    allowed_adus = t.allowed_adus,
+                    denied = t.denied,
+                    monitored = t.monitored,
+                    resets = t.resets,
+                    "conduit counters"
+                );
+            }
+            tracing::info!(reasons = reasons.join(" "), "packet counters");
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read counters"),
+    }
+}
+
+impl Running {
+    /// The policy name of a kernel conduit id, in whichever generation
+    /// judged it.
+    fn conduit_name(&self, kernel_id: u16) -> Option<String> {
+        let (generation, id) = split_conduit_id(kernel_id);
+        self.names
+            .get(generation as usize)
+            .and_then(|names| names.get(id as usize))
+            .cloned()
+    }
+}
+
+/// `bessai-gw nft`: print (`--dry-run`), check, or apply the base ruleset.
+pub fn nft_command(path: &std::path::Path, dry_run: bool, check: bool) -> u8 {
+    let c = match crate::config::load(path, !dry_run) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return exit::CONFIG;
+        }
+    };
+    let Some(fw) = settings::FirewallSettings::from_config(&c) else {
+        eprintln!(
+            "{}: nftables is disabled ([nftables] enabled = false)",
+            path.display()
+        );
+        return exit::CONFIG;
+    };
+    let compiled = c.policy.compile();
+    let ruleset = fw.ruleset(&compiled);
+    if dry_run {
+        println!("{}", crate::firewall::to_json(&ruleset));
+    }
+    if check && let Err(e) = crate::firewall::Nft::default().check(&ruleset) {
+        eprintln!("{e}");
+        return exit::DATAERR;
+    }
+    if !dry_run && let Err(e) = crate::firewall::Nft::default().apply(&ruleset) {
+        eprintln!("{e}");
+        return exit::OSERR;
+    }
+    exit::OK
+}

@@ -1,0 +1,199 @@
+//! The policy in force and atomic reloads (SIGHUP).
+//!
+//! A reload reads the configuration and the policy again and validates them
+//! completely. Anything invalid is rejected with its file position and the
+//! running policy stays in force. A valid policy is written into the spare
+//! generation of the maps and switched in with one write (dataplane/maps.rs),
+//! then the nftables table is replaced in one transaction.
+
+use std::{path::Path, time::Instant};
+
+use bessai_policy::{Compiled, Policy};
+
+use super::settings::{FirewallSettings, Settings};
+use crate::{
+    audit::AuditEvent,
+    config::{self, Config},
+    dataplane::{Dataplane, DataplaneError},
+};
+
+/// Why a policy cannot be put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigErrors),
+    #[error("{0}")]
+    Policy(#[from] bessai_policy::PolicyErrors),
+    #[error("the nftables ruleset for this policy is rejected: {0}")]
+    Nft(#[from] crate::firewall::NftError),
+    #[error("the data plane refused the policy: {0}")]
+    Dataplane(#[from] DataplaneError),
+}
+
+pub struct Running {
+    pub compiled: Compiled,
+    pub sha256: String,
+    pub generation: u8,
+    /// Conduit names of each generation, for events judged by either.
+    pub names: [Vec<String>; 2],
+    /// The configuration in force (None with `--policy` flags).
+    config: Option<Config>,
+}
+
+/// Reads a policy file once: its hash and its validated content come from
+/// the same bytes.
+fn read_policy(path: &Path) -> Result<(Policy, String), ReloadError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        bessai_policy::PolicyErrors(vec![bessai_policy::PolicyError {
+            file: path.display().to_string(),
+            line: 1,
+            column: 1,
+            kind: bessai_policy::ErrorKind::Io(e.to_string()),
+        }])
+    })?;
+    let sha = crate::audit::sha256_hex(&bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let policy = bessai_policy::parse(&text, &path.display().to_string())?;
+    Ok((policy, sha))
+}
+
+impl Running {
+    /// The policy the daemon starts with (already validated with the
+    /// configuration, read again here for its hash).
+    pub fn first(settings: &Settings) -> Result<Self, ReloadError> {
+        let (policy, sha256) = read_policy(&settings.policy_path)?;
+        Ok(Self {
+            compiled: policy.compile(),
+            sha256,
+            generation: 0,
+            names: [Vec::new(), Vec::new()],
+            config: settings.config.clone(),
+        })
+    }
+
+    /// Puts `self.compiled` in force.
+    pub fn switch_in(&mut self, dp: &mut Dataplane) -> Result<f64, DataplaneError> {
+        let sw = dp.install(&self.compiled)?;
+        self.generation = sw.to;
+        self.names[sw.to as usize] = self
+            .compiled
+            .conduits_meta
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        Ok(sw.to_enforced.as_secs_f64() * 1000.0)
+    }
+
+    /// Handles SIGHUP; returns the audit record of what happened.
+    pub fn reload(&mut self, settings: &Settings, dp: &mut Dataplane) -> AuditEvent {
+        let started = Instant::now();
+        let policy_path = settings.policy_path.display().to_string();
+        match self.try_reload(settings, dp, started) {
+            Ok(event) => event,
+            Err(e) => AuditEvent::ReloadFailed {
+                policy: policy_path,
+                running_sha256: self.sha256.clone(),
+                error: e.to_string(),
+            },
+        }
+    }
+
+    fn try_reload(
+        &mut self,
+        settings: &Settings,
+        dp: &mut Dataplane,
+        started: Instant,
+    ) -> Result<AuditEvent, ReloadError> {
+        // The configuration first: it names the policy and the firewall.
+        let (config, firewall) = match &settings.config_path {
+            Some(path) => {
+                let c = config::load(path, true)?;
+                // Table, family and ports stay as started (restart-only);
+                // management networks follow the new configuration.
+                let fw = settings.firewall.as_ref().map(|f| FirewallSettings {
+                    table: f.table.clone(),
+                    deployment: f.deployment,
+                    zones: f.zones.clone(),
+                    management: c.management.clone(),
+                });
+                (Some(c), fw)
+            }
+            None => (None, None),
+        };
+        let policy_path = config
+            .as_ref()
+            .map_or_else(|| settings.policy_path.clone(), |c| c.policy_path.clone());
+        let (policy, sha256) = read_policy(&policy_path)?;
+        if let (Some(old), Some(new)) = (&self.config, &config) {
+            let needs_restart = restart_only_changes(old, new);
+            if !needs_restart.is_empty() || !same_reloadable(old, new) {
+                AuditEvent::ConfigChanged {
+                    config: new.path.display().to_string(),
+                    needs_restart,
+                }
+                .log();
+            }
+        }
+        let firewall_changed = match (&self.config, &config) {
+            (Some(old), Some(new)) => !same_reloadable(old, new),
+            _ => false,
+        };
+        if sha256 == self.sha256 && !firewall_changed {
+            self.config = config;
+            return Ok(AuditEvent::ReloadUnchanged {
+                policy_sha256: sha256,
+            });
+        }
+        let compiled = policy.compile();
+        // Validate the ruleset with the kernel before switching anything.
+        if let Some(fw) = &firewall {
+            fw.check(&compiled)?;
+        }
+        let old_sha256 = std::mem::replace(&mut self.sha256, sha256);
+        let previous = std::mem::replace(&mut self.compiled, compiled);
+        if let Err(e) = self.switch_in(dp) {
+            self.compiled = previous;
+            self.sha256 = old_sha256;
+            return Err(e.into());
+        }
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if let Some(fw) = &firewall {
+            // Checked above; a failure now leaves the previous table whole.
+            fw.apply(&self.compiled)?;
+        }
+        self.config = config;
+        Ok(AuditEvent::ReloadSucceeded {
+            policy: policy_path.display().to_string(),
+            old_sha256,
+            new_sha256: self.sha256.clone(),
+            generation: self.generation,
+            took_ms,
+        })
+    }
+}
+
+/// Settings a reload cannot change on a running boundary.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    if old.interfaces != new.interfaces {
+        changed.push("interfaces".to_string());
+    }
+    if old.deployment != new.deployment || old.bridge != new.bridge {
+        changed.push("mode".to_string());
+    }
+    if old.pin_path != new.pin_path {
+        changed.push("pin_path".to_string());
+    }
+    if old.xdp_mode != new.xdp_mode {
+        changed.push("xdp_mode".to_string());
+    }
+    if old.nft_table != new.nft_table {
+        changed.push("nftables.table".to_string());
+    }
+    changed
+}
+
+/// Settings a reload applies besides the policy.
+fn same_reloadable(old: &Config, new: &Config) -> bool {
+    old.management == new.management && old.siem == new.siem && old.policy_path == new.policy_path
+}
