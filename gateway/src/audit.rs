@@ -40,7 +40,10 @@ pub enum AuditEvent {
         old_sha256: String,
         new_sha256: String,
         generation: u8,
+        /// From SIGHUP to the new generation in force.
         took_ms: f64,
+        /// Milliseconds per step, for whoever tunes reloads.
+        phases: String,
     },
     ReloadUnchanged {
         policy_sha256: String,
@@ -93,9 +96,10 @@ impl AuditEvent {
                 new_sha256,
                 generation,
                 took_ms,
+                phases,
             } => tracing::info!(
                 target: "bessai::audit", audit, policy, old_sha256, new_sha256, generation,
-                took_ms, "policy reloaded"
+                took_ms, phases, "policy reloaded"
             ),
             AuditEvent::ReloadUnchanged { policy_sha256 } => tracing::info!(
                 target: "bessai::audit", audit, policy_sha256, "policy unchanged"

@@ -163,6 +163,8 @@ pub struct Config {
     pub policy_path: PathBuf,
     /// The policy, validated with the configuration.
     pub policy: Policy,
+    /// SHA-256 of the policy file's bytes, the ones validated.
+    pub policy_sha256: String,
     pub deployment: Deployment,
     pub device_id: String,
     pub pin_path: PathBuf,
@@ -399,7 +401,8 @@ pub fn parse(source: &str, path: &Path, check_system: bool) -> Result<Config, Co
     let gw = raw.gateway.get_ref();
 
     let policy_path = base.join(gw.policy.get_ref());
-    let policy = match bessai_policy::load(&policy_path) {
+    let mut policy_sha256 = String::new();
+    let policy = match read_policy(&policy_path, &mut policy_sha256) {
         Ok(p) => Some(p),
         Err(PolicyErrors(errors)) => {
             let text = errors
@@ -650,6 +653,7 @@ pub fn parse(source: &str, path: &Path, check_system: bool) -> Result<Config, Co
         path: path.to_path_buf(),
         policy_path,
         policy,
+        policy_sha256,
         deployment,
         device_id,
         pin_path,
@@ -662,6 +666,24 @@ pub fn parse(source: &str, path: &Path, check_system: bool) -> Result<Config, Co
         management,
         siem,
     })
+}
+
+/// Reads a policy file once: its hash and its validated content come from
+/// the same bytes.
+pub fn read_policy(path: &Path, sha256: &mut String) -> Result<Policy, PolicyErrors> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        PolicyErrors(vec![bessai_policy::PolicyError {
+            file: path.display().to_string(),
+            line: 1,
+            column: 1,
+            kind: bessai_policy::ErrorKind::Io(e.to_string()),
+        }])
+    })?;
+    *sha256 = crate::audit::sha256_hex(&bytes);
+    bessai_policy::parse(
+        &String::from_utf8_lossy(&bytes),
+        &path.display().to_string(),
+    )
 }
 
 fn hostname() -> String {

@@ -63,6 +63,8 @@ pub struct RulesetSpec<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
+    #[error("{program} not found: the gateway needs nftables (Debian: apt install nftables)")]
+    NotFound { program: &'static str },
     #[error("cannot run nft: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("encoding the ruleset: {0}")]
@@ -100,9 +102,11 @@ fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'
     })
 }
 
-fn is_in(left: Expression<'static>, items: Vec<Expression<'static>>) -> Statement<'static> {
+/// `left` equals the single item, or is one of several; callers never pass
+/// an empty list (nft rejects an empty anonymous set).
+fn is_in(left: Expression<'static>, mut items: Vec<Expression<'static>>) -> Statement<'static> {
     let right = if items.len() == 1 {
-        items.into_iter().next().unwrap_or(Expression::Number(0))
+        items.remove(0)
     } else {
         Expression::Named(NamedExpression::Set(
             items.into_iter().map(SetItem::Element).collect(),
@@ -449,7 +453,12 @@ impl Nft {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(NftError::Spawn)?;
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => NftError::NotFound {
+                program: if self.netns.is_some() { "ip" } else { "nft" },
+            },
+            _ => NftError::Spawn(e),
+        })?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(json.as_bytes()).map_err(NftError::Spawn)?;
         }
@@ -458,6 +467,10 @@ impl Nft {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
+        // `ip netns exec` reports a missing nft itself.
+        if stderr.contains("exec of \"nft\" failed") {
+            return Err(NftError::NotFound { program: "nft" });
+        }
         let mut lines: Vec<&str> = stderr
             .lines()
             .map(str::trim)

@@ -25,7 +25,7 @@ enum Task {
     Test,
     /// Build, start a BESS site in network namespaces, show allowed and denied traffic.
     Demo,
-    /// Data-plane benchmark: BPF_PROG_TEST_RUN ns/packet and Modbus tps through the gateway.
+    /// Benchmarks: BPF_PROG_TEST_RUN ns/packet, Modbus tps through the gateway, policy reload latency.
     Bench,
 }
 
@@ -41,7 +41,8 @@ fn main() -> Result<()> {
         Task::Bench => {
             setup::run()?;
             cargo(&["build", "--release", "--bins"])?;
-            run(&mut Command::new("target/release/dataplane-bench"))
+            run(&mut Command::new("target/release/dataplane-bench"))?;
+            run(&mut Command::new("target/release/reload-bench"))
         }
     }
 }

@@ -18,7 +18,7 @@ use bessai_common::{
 };
 use bessai_policy::Compiled;
 
-use super::DataplaneError;
+use super::{DataplaneError, batch};
 
 /// How long a packet that read the old generation may still be looking up
 /// its entries. An XDP invocation lasts microseconds; this is generous.
@@ -66,8 +66,8 @@ fn set_active(ebpf: &mut Ebpf, g: u8) -> Result<(), DataplaneError> {
     a.set(0, u32::from(g), 0).map_err(map_err("ACTIVE"))
 }
 
-/// Writes `c` as generation `g`, which must not be in force. Conduit
-/// counters of `g` start from zero.
+/// Writes `c` as generation `g`, which must not be in force and must have
+/// been purged (its conduit counters are then zero).
 pub(super) fn write_generation(ebpf: &mut Ebpf, g: u8, c: &Compiled) -> Result<(), DataplaneError> {
     {
         let mut conduits: LpmTrie<&mut MapData, [u8; CONDUIT_KEY_DATA], Conduit> =
@@ -83,15 +83,19 @@ pub(super) fn write_generation(ebpf: &mut Ebpf, g: u8, c: &Compiled) -> Result<(
         }
     }
     {
-        let mut rules: HashMap<&mut MapData, RuleKey, Rule> =
-            HashMap::try_from(map_mut(ebpf, "RULES")?).map_err(map_err("RULES"))?;
-        for (k, v) in &c.rules {
-            let k = RuleKey {
-                conduit: kernel_conduit_id(g, k.conduit),
-                ..*k
-            };
-            rules.insert(k, v, 0).map_err(map_err("RULES"))?;
-        }
+        let (keys, values): (Vec<RuleKey>, Vec<Rule>) = c
+            .rules
+            .iter()
+            .map(|(k, v)| {
+                let k = RuleKey {
+                    conduit: kernel_conduit_id(g, k.conduit),
+                    ..*k
+                };
+                (k, *v)
+            })
+            .unzip();
+        let rules = ebpf.map("RULES").ok_or(DataplaneError::NoMap("RULES"))?;
+        batch::update(rules, "RULES", &keys, &values)?;
     }
     {
         let mut assets: HashMap<&mut MapData, Addr, u8> =
@@ -109,17 +113,6 @@ pub(super) fn write_generation(ebpf: &mut Ebpf, g: u8, c: &Compiled) -> Result<(
         settings
             .set(u32::from(g), c.settings, 0)
             .map_err(map_err("SETTINGS"))?;
-    }
-    let mut counters: PerCpuArray<&mut MapData, ConduitCounters> =
-        PerCpuArray::try_from(map_mut(ebpf, "CONDUIT_COUNTERS")?)
-            .map_err(map_err("CONDUIT_COUNTERS"))?;
-    let cpus = nr_cpus().map_err(|(_, e)| DataplaneError::Cpus(e))?;
-    for id in 0..c.conduits_meta.len() as u16 {
-        let zero = PerCpuValues::try_from(vec![ConduitCounters::default(); cpus])
-            .map_err(|e| DataplaneError::Cpus(std::io::Error::other(e)))?;
-        counters
-            .set(u32::from(kernel_conduit_id(g, id)), zero, 0)
-            .map_err(map_err("CONDUIT_COUNTERS"))?;
     }
     Ok(())
 }
@@ -151,16 +144,34 @@ pub(super) fn purge_generation(ebpf: &mut Ebpf, g: u8) -> Result<(), DataplaneEr
             rules.remove(&k).map_err(map_err("RULES"))?;
         }
     }
-    let mut assets: HashMap<&mut MapData, Addr, u8> =
-        HashMap::try_from(map_mut(ebpf, "ASSETS")?).map_err(map_err("ASSETS"))?;
-    let entries: Vec<(Addr, u8)> = assets.iter().filter_map(Result::ok).collect();
-    for (a, bits) in entries {
-        let rest = bits & !(1 << g);
-        if rest == 0 {
-            assets.remove(&a).map_err(map_err("ASSETS"))?;
-        } else if rest != bits {
-            assets.insert(a, rest, 0).map_err(map_err("ASSETS"))?;
+    {
+        let mut assets: HashMap<&mut MapData, Addr, u8> =
+            HashMap::try_from(map_mut(ebpf, "ASSETS")?).map_err(map_err("ASSETS"))?;
+        let entries: Vec<(Addr, u8)> = assets.iter().filter_map(Result::ok).collect();
+        for (a, bits) in entries {
+            let rest = bits & !(1 << g);
+            if rest == 0 {
+                assets.remove(&a).map_err(map_err("ASSETS"))?;
+            } else if rest != bits {
+                assets.insert(a, rest, 0).map_err(map_err("ASSETS"))?;
+            }
         }
+    }
+    // The generation's counters start again from zero when it is next used.
+    zero_counters(ebpf, g)
+}
+
+fn zero_counters(ebpf: &mut Ebpf, g: u8) -> Result<(), DataplaneError> {
+    let mut counters: PerCpuArray<&mut MapData, ConduitCounters> =
+        PerCpuArray::try_from(map_mut(ebpf, "CONDUIT_COUNTERS")?)
+            .map_err(map_err("CONDUIT_COUNTERS"))?;
+    let cpus = nr_cpus().map_err(|(_, e)| DataplaneError::Cpus(e))?;
+    for id in 0..MAX_POLICY_CONDUITS as u16 {
+        let zero = PerCpuValues::try_from(vec![ConduitCounters::default(); cpus])
+            .map_err(|e| DataplaneError::Cpus(std::io::Error::other(e)))?;
+        counters
+            .set(u32::from(kernel_conduit_id(g, id)), zero, 0)
+            .map_err(map_err("CONDUIT_COUNTERS"))?;
     }
     Ok(())
 }
@@ -190,9 +201,15 @@ pub(super) fn switch(
     if !spare_clean {
         purge_generation(ebpf, to)?;
     }
+    let purged = started.elapsed();
     write_generation(ebpf, to, c)?;
     set_active(ebpf, to)?;
     let to_enforced = started.elapsed();
+    tracing::debug!(
+        purge_ms = purged.as_secs_f64() * 1e3,
+        write_ms = (to_enforced - purged).as_secs_f64() * 1e3,
+        "generation switch"
+    );
     std::thread::sleep(RETIRE_GRACE);
     purge_generation(ebpf, from)?;
     Ok(Switch {

@@ -1,6 +1,7 @@
 //! The kernel side of the gateway: the embedded XDP object, its maps, attach
 //! and detach, BPF_PROG_TEST_RUN, events and counters.
 
+mod batch;
 mod counters;
 mod events;
 mod maps;
@@ -48,6 +49,12 @@ pub enum DataplaneError {
         iface: String,
         #[source]
         source: ProgramError,
+    },
+    #[error("batch update of map {map}: {source}")]
+    Batch {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
     },
     #[error("counting CPUs: {0}")]
     Cpus(#[source] std::io::Error),

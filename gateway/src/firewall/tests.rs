@@ -1,4 +1,9 @@
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::{
+    os::unix::fs::MetadataExt,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use serde_json::{Value, json};
 
 use super::*;
 
@@ -51,6 +56,124 @@ fn rules(r: &Nftables) -> Vec<(String, String, String)> {
             )
         })
         .collect()
+}
+
+/// The `expr` of the rule commented `comment` in `family`.
+fn rule_expr(r: &Nftables, family: &str, comment: &str) -> Value {
+    let v = serde_json::to_value(r).unwrap();
+    let found: Vec<Value> = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["add"]["rule"])
+        .filter(|r| r["family"] == family && r["comment"] == comment)
+        .map(|r| r["expr"].clone())
+        .collect();
+    assert_eq!(found.len(), 1, "one {family} rule {comment:?}: {found:?}");
+    found[0].clone()
+}
+
+fn is(protocol: &str, field: &str, right: Value) -> Value {
+    json!({"match": {"left": {"payload": {"protocol": protocol, "field": field}},
+                     "right": right, "op": "=="}})
+}
+
+fn on_port(key: &str, name: &str) -> Value {
+    json!({"match": {"left": {"meta": {"key": key}}, "right": name, "op": "=="}})
+}
+
+fn ct_new() -> Value {
+    json!({"match": {"left": {"ct": {"key": "state"}}, "right": "new", "op": "in"}})
+}
+
+fn conduit(name: &str, sources: &[&str], address: &str, to: &str) -> ConduitMeta {
+    ConduitMeta {
+        name: name.into(),
+        from: "control-center".into(),
+        sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
+        asset: "asset".into(),
+        to: to.into(),
+        address: address.parse().unwrap(),
+        port: 502,
+        mode: bessai_policy::Mode::Enforce,
+        on_deny: bessai_policy::OnDeny::Reset,
+    }
+}
+
+#[test]
+fn a_conduit_rule_admits_only_new_connections_from_its_clients_to_its_asset() {
+    let conduits = example();
+    let r = build(&spec(&conduits, Deployment::Routed));
+    assert_eq!(
+        rule_expr(&r, "inet", "conduit ems-to-pcs-1"),
+        json!([
+            on_port("iifname", "eth1"),
+            on_port("oifname", "eth2"),
+            is("ip", "saddr", json!("10.10.1.10")),
+            is("ip", "daddr", json!("10.10.2.11")),
+            is("tcp", "dport", json!(502)),
+            ct_new(),
+            {"counter": null},
+            {"accept": null}
+        ])
+    );
+}
+
+#[test]
+fn a_monitor_mode_conduit_keeps_its_l3_l4_accept() {
+    let mut conduits = example();
+    conduits[0].mode = bessai_policy::Mode::Monitor;
+    let r = build(&spec(&conduits, Deployment::Routed));
+    let expr = rule_expr(&r, "inet", "conduit ems-to-pcs-1");
+    assert_eq!(
+        expr.as_array().unwrap().last(),
+        Some(&json!({"accept": null}))
+    );
+}
+
+#[test]
+fn an_ipv6_asset_is_matched_with_ip6_and_only_its_ipv6_clients() {
+    // Mixed sources: the IPv4 client can never reach an IPv6 address, so
+    // the rule names only the IPv6 networks. The asset's zone has no ports
+    // listed, so the rule does not restrict the output port.
+    let conduits = [conduit(
+        "v6",
+        &["10.10.1.10", "fd00:1::/64", "fd00:2::5"],
+        "fd00:9::11",
+        "unlisted-zone",
+    )];
+    let r = build(&spec(&conduits, Deployment::Routed));
+    assert_eq!(
+        rule_expr(&r, "inet", "conduit v6"),
+        json!([
+            on_port("iifname", "eth1"),
+            is("ip6", "saddr", json!({"set": [{"prefix": {"addr": "fd00:1::", "len": 64}}, "fd00:2::5"]})),
+            is("ip6", "daddr", json!("fd00:9::11")),
+            is("tcp", "dport", json!(502)),
+            ct_new(),
+            {"counter": null},
+            {"accept": null}
+        ])
+    );
+}
+
+#[test]
+fn bridge_conduits_pass_replies_statelessly_back_to_the_clients_only() {
+    // No bridge conntrack in the kernel: the replies need their own rule.
+    let conduits = example();
+    let r = build(&spec(&conduits, Deployment::Bridge));
+    assert_eq!(
+        rule_expr(&r, "bridge", "conduit eng-to-pcs-2 replies"),
+        json!([
+            on_port("iifname", "eth2"),
+            on_port("oifname", "eth1"),
+            is("ip", "saddr", json!("10.10.2.12")),
+            is("tcp", "sport", json!(502)),
+            is("ip", "daddr", json!("10.10.1.20")),
+            {"counter": null},
+            {"accept": null}
+        ])
+    );
 }
 
 #[test]
@@ -118,8 +241,8 @@ struct Netns(String);
 impl Netns {
     fn new() -> Option<Self> {
         static N: AtomicUsize = AtomicUsize::new(0);
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
+        // /proc/self belongs to the process's effective user.
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
         let have_nft = std::process::Command::new("nft")
             .arg("--version")
             .output()
@@ -150,6 +273,25 @@ impl Netns {
         }
     }
 
+    /// Packets counted by the rule commented `comment`, as `nft -j` shows.
+    fn counted(&self, family: &str, comment: &str) -> Option<u64> {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &self.0, "nft", "-j", "list", "table", family, "bessai",
+            ])
+            .output()
+            .unwrap();
+        let listed: Value = serde_json::from_slice(&out.stdout).ok()?;
+        listed["nftables"]
+            .as_array()?
+            .iter()
+            .map(|o| &o["rule"])
+            .find(|r| r["comment"] == comment)?["expr"]
+            .as_array()?
+            .iter()
+            .find_map(|e| e["counter"]["packets"].as_u64())
+    }
+
     fn list(&self, family: &str) -> String {
         let out = std::process::Command::new("ip")
             .args([
@@ -172,7 +314,13 @@ impl Drop for Netns {
 #[test]
 fn the_kernel_accepts_both_rulesets() {
     let Some(ns) = Netns::new() else { return };
-    let conduits = example();
+    let mut conduits = example();
+    conduits.push(conduit(
+        "v6",
+        &["10.10.1.10", "fd00:1::/64", "fd00:2::5"],
+        "fd00:9::11",
+        "inverters",
+    ));
     for d in [Deployment::Routed, Deployment::Bridge] {
         ns.nft().check(&build(&spec(&conduits, d))).unwrap();
     }
@@ -186,6 +334,8 @@ fn applying_replaces_the_table_atomically_and_remove_is_idempotent() {
         .apply(&build(&spec(&conduits, Deployment::Routed)))
         .unwrap();
     assert!(ns.list("inet").contains("conduit eng-to-pcs-2"));
+    assert_eq!(ns.counted("inet", "conduit eng-to-pcs-2"), Some(0));
+    assert_eq!(ns.counted("inet", "default deny"), Some(0));
 
     // A policy without the engineering conduits: the table is replaced.
     let fewer: Vec<ConduitMeta> = conduits
@@ -221,4 +371,20 @@ fn applying_replaces_the_table_atomically_and_remove_is_idempotent() {
     ns.nft().remove("bessai", Deployment::Routed).unwrap();
     assert!(ns.list("inet").is_empty());
     ns.nft().remove("bessai", Deployment::Routed).unwrap();
+}
+
+#[test]
+fn a_bridge_deployment_installs_and_removes_both_tables() {
+    let Some(ns) = Netns::new() else { return };
+    let conduits = example();
+    ns.nft()
+        .apply(&build(&spec(&conduits, Deployment::Bridge)))
+        .unwrap();
+    assert_eq!(ns.counted("bridge", "conduit ems-to-pcs-1"), Some(0));
+    assert_eq!(ns.counted("inet", "management"), Some(0));
+    assert!(!ns.list("inet").contains("conduit"));
+
+    ns.nft().remove("bessai", Deployment::Bridge).unwrap();
+    assert!(ns.list("bridge").is_empty());
+    assert!(ns.list("inet").is_empty());
 }

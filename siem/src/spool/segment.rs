@@ -1,0 +1,254 @@
+//! Segment files: naming, the bookkeeping kept per segment, reading frames
+//! back and appending them.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{IoContext, SpoolError};
+use super::frame::{self, Class, FrameError, FrameHeader, ReadFrame};
+
+const SUFFIX: &str = ".seg";
+const TEMP_SUFFIX: &str = ".tmp";
+const READ_BUFFER: usize = 256 * 1024;
+
+pub(super) fn segment_path(dir: &Path, index: u64) -> PathBuf {
+    // Zero-padded so that a directory listing sorts in queue order.
+    dir.join(format!("{index:020}{SUFFIX}"))
+}
+
+/// The index of a segment file name, `None` for any other file.
+pub(super) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A file left by a compaction that did not finish.
+pub(super) fn is_temp_name(name: &str) -> bool {
+    name.ends_with(TEMP_SUFFIX)
+}
+
+pub(super) fn temp_path(segment: &Path) -> PathBuf {
+    let mut name = segment.as_os_str().to_owned();
+    name.push(TEMP_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Records of a segment not yet committed nor dropped, by class: what the
+/// disk limit needs to pick a segment and to count what it drops, without
+/// reading the file.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LiveCounts {
+    pub(super) traffic: u64,
+    pub(super) traffic_payload_bytes: u64,
+    pub(super) audit: u64,
+}
+
+impl LiveCounts {
+    pub(super) fn add(&mut self, class: Class, payload_len: usize) {
+        match class {
+            Class::Traffic => {
+                self.traffic += 1;
+                self.traffic_payload_bytes += payload_len as u64;
+            }
+            Class::Audit => self.audit += 1,
+        }
+    }
+
+    pub(super) fn remove(&mut self, class: Class, payload_len: usize) {
+        match class {
+            Class::Traffic => {
+                self.traffic = self.traffic.saturating_sub(1);
+                self.traffic_payload_bytes = self.traffic_payload_bytes.saturating_sub(payload_len as u64);
+            }
+            Class::Audit => self.audit = self.audit.saturating_sub(1),
+        }
+    }
+
+    pub(super) fn records(&self) -> u64 {
+        self.traffic + self.audit
+    }
+}
+
+/// Bookkeeping for one segment file: O(1) memory however many records it
+/// holds.
+#[derive(Debug)]
+pub(super) struct Segment {
+    pub(super) index: u64,
+    pub(super) path: PathBuf,
+    /// Bytes of valid frames; reads never go past it (a failed append may
+    /// leave bytes beyond it that are not ours to trust).
+    pub(super) size: u64,
+    pub(super) live: LiveCounts,
+}
+
+/// One step of [`SegmentReader::next`].
+#[derive(Debug)]
+pub(super) enum Step {
+    /// A record; its payload is in [`SegmentReader::payload`]. `end` is the
+    /// offset just past its frame.
+    Record { header: FrameHeader, end: u64 },
+    /// No more frames before the limit.
+    End,
+    /// The bytes at `offset` are not a valid frame.
+    Invalid { offset: u64, reason: FrameError },
+}
+
+/// Reads the frames of one segment in order.
+///
+/// Sequence numbers grow strictly along the queue, so a frame whose sequence
+/// number is not above the previous one can only be a second copy of a
+/// record (an append that reported an error after its bytes did land, then
+/// retried). It is skipped rather than treated as damage, which would cut
+/// off the valid records after it.
+pub(super) struct SegmentReader {
+    path: PathBuf,
+    reader: BufReader<File>,
+    offset: u64,
+    last_seq: u64,
+    payload: Vec<u8>,
+}
+
+impl SegmentReader {
+    /// Positions a reader at `offset`; `last_seq` is the sequence number of
+    /// the record before that position (or the commit position).
+    pub(super) fn open(path: &Path, offset: u64, last_seq: u64) -> Result<SegmentReader, SpoolError> {
+        let mut file = File::open(path).at(path)?;
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset)).at(path)?;
+        }
+        Ok(SegmentReader {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(READ_BUFFER, file),
+            offset,
+            last_seq,
+            payload: Vec::new(),
+        })
+    }
+
+    pub(super) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next record before `limit` (a byte offset).
+    pub(super) fn next(&mut self, limit: u64) -> Result<Step, SpoolError> {
+        loop {
+            if self.offset >= limit {
+                return Ok(Step::End);
+            }
+            let at = self.offset;
+            match frame::read_frame(&mut self.reader, &mut self.payload).at(&self.path)? {
+                ReadFrame::End => return Ok(Step::End),
+                ReadFrame::Invalid(reason) => return Ok(Step::Invalid { offset: at, reason }),
+                ReadFrame::Frame(header) => {
+                    self.offset = at + header.frame_len();
+                    if header.seq <= self.last_seq {
+                        tracing::warn!(path = %self.path.display(), offset = at, seq = header.seq,
+                            "skipping a repeated spool record");
+                        continue;
+                    }
+                    self.last_seq = header.seq;
+                    return Ok(Step::Record { header, end: self.offset });
+                }
+            }
+        }
+    }
+
+    pub(super) fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    pub(super) fn take_payload(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.payload)
+    }
+}
+
+/// The segment being appended to.
+pub(super) struct SegmentWriter {
+    pub(super) index: u64,
+    path: PathBuf,
+    /// Shared with the background syncer, which only calls `sync_data`.
+    file: Arc<File>,
+}
+
+impl SegmentWriter {
+    pub(super) fn create(dir: &Path, index: u64) -> Result<SegmentWriter, SpoolError> {
+        let path = segment_path(dir, index);
+        let file = OpenOptions::new().append(true).create_new(true).open(&path).at(&path)?;
+        Ok(SegmentWriter { index, path, file: Arc::new(file) })
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// Appends whole frames. On failure the file is cut back to
+    /// `valid_size`, so that no partial frame sits in front of later
+    /// appends; if even that fails, the bytes beyond `valid_size` are
+    /// ignored by this process and cut by the next `open`.
+    pub(super) fn append(&mut self, frames: &[u8], valid_size: u64) -> Result<(), SpoolError> {
+        if let Err(source) = (&*self.file).write_all(frames) {
+            if let Err(cut) = self.file.set_len(valid_size) {
+                tracing::error!(path = %self.path.display(), error = %cut,
+                    "cannot cut a failed append from a spool segment");
+            }
+            return Err(SpoolError::Io { path: self.path.clone(), source });
+        }
+        Ok(())
+    }
+
+    pub(super) fn sync(&self) -> Result<(), SpoolError> {
+        self.file.sync_data().at(&self.path)
+    }
+}
+
+/// Makes the creation, replacement and removal of files in `dir` durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+pub(super) fn remove(path: &Path) -> Result<(), SpoolError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SpoolError::Io { path: path.to_path_buf(), source: e }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_sort_in_queue_order() {
+        let dir = Path::new("/spool");
+        let names: Vec<String> = [9, 10, 123_456_789]
+            .iter()
+            .map(|&i| segment_path(dir, i).file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned())
+            .collect();
+
+        let mut sorted = names.clone();
+        sorted.sort();
+
+        assert_eq!(sorted, names);
+        assert_eq!(names.iter().map(|n| parse_segment_name(n)).collect::<Vec<_>>(), [Some(9), Some(10), Some(123_456_789)]);
+    }
+
+    #[test]
+    fn other_files_are_not_segments() {
+        for name in ["head", "lock", "00000000000000000001.seg.tmp", "1.seg", "0000000000000000000x.seg"] {
+            assert_eq!(parse_segment_name(name), None, "{name}");
+        }
+    }
+}
