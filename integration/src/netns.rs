@@ -348,7 +348,16 @@ impl Testbed {
     fn mount_bpffs(&self) -> Result<()> {
         let dir = self.work.join("bpffs");
         fs::create_dir_all(&dir)?;
-        sh(&["mount", "-t", "bpf", "bpf", &dir.display().to_string()]).map(drop)
+        sh(&[
+            "mount",
+            "-t",
+            "bpf",
+            "-o",
+            "mode=0755",
+            "bpf",
+            &dir.display().to_string(),
+        ])
+        .map(drop)
     }
 
     /// Writes an appliance configuration for this site: both gateway ports
@@ -401,6 +410,17 @@ tcp_ports = [22]
     /// Starts `bessai-gw run --config FILE` and waits until it is enforcing.
     /// The log is appended to, so that a restarted daemon's lines follow.
     pub fn start_gateway_config(&mut self, config: &Path) -> Result<()> {
+        self.start_gateway_with(config, &[], &[])
+    }
+
+    /// As [`Testbed::start_gateway_config`], with `env` set and the daemon
+    /// started through `wrapper` (e.g. setpriv), inside the namespace.
+    pub fn start_gateway_with(
+        &mut self,
+        config: &Path,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Result<()> {
         let log_path = self.gateway_log();
         let before = fs::read_to_string(&log_path).map_or(0, |s| s.matches("enforcing").count());
         let log = fs::OpenOptions::new()
@@ -409,9 +429,11 @@ tcp_ports = [22]
             .open(&log_path)?;
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns("gw")])
+            .args(wrapper)
             .arg(bin("bessai-gw"))
             .args(["--log-format", "json", "run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(log)
             .stderr(Stdio::inherit())
             .spawn()?;
@@ -566,6 +588,10 @@ impl Drop for Testbed {
         // Pinned links would outlive the test otherwise.
         let _ = fs::remove_dir_all(self.pin_path());
         let _ = sh(&["umount", &self.work.join("bpffs").display().to_string()]);
+        // Kept when a test failed, for its logs.
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.work);
+        }
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();

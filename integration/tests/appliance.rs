@@ -379,3 +379,82 @@ fn broken_policy_on_reload_keeps_the_old_one_routed() {
 fn broken_policy_on_reload_keeps_the_old_one_bridge() {
     broken_policy_keeps_the_old_one(Deployment::Bridge);
 }
+
+/// The daemon tells systemd when it is ready and pings the watchdog (here a
+/// datagram socket standing in for systemd's notify socket), and it runs
+/// with nothing but the unit's three capabilities, as an unprivileged user.
+#[test]
+fn least_privilege_and_sd_notify() {
+    if !have_root("least_privilege_and_sd_notify") {
+        return;
+    }
+    let mut tb = site("notify", Deployment::Routed);
+    let socket_path = tb.work.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The unprivileged user must reach the socket, the files and the pins.
+    for p in [&tb.work, &socket_path] {
+        Command::new("chmod").arg("a+rwx").arg(p).status().unwrap();
+    }
+    fs::create_dir_all(tb.pin_path()).unwrap();
+    Command::new("chown")
+        .args(["nobody:nogroup"])
+        .arg(tb.pin_path())
+        .status()
+        .unwrap();
+    let config = tb.write_config(&example_policy()).unwrap();
+    let caps = "-all,+bpf,+net_admin,+perfmon";
+    tb.start_gateway_with(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+        &[
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--bounding-set",
+            caps,
+            "--inh-caps",
+            caps,
+            "--ambient-caps",
+            caps,
+            "--no-new-privs",
+        ],
+    )
+    .unwrap();
+    assert_enforcing(
+        &tb,
+        "as nobody with CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON only",
+    );
+    assert!(!tb.ping_ok("ems", PCS1), "nftables installed without root");
+
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let ready = seen.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(ready.contains("STATUS=enforcing 4 conduits"), "{ready}");
+
+    tb.signal_gateway(libc::SIGHUP);
+    let mut reload = Vec::new();
+    while !reload.iter().any(|m: &String| m.contains("READY=1")) {
+        let n = socket.recv(&mut buf).expect("reload notifications");
+        reload.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        reload
+            .iter()
+            .any(|m| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC=")),
+        "{reload:?}"
+    );
+    tb.stop_gateway();
+}
