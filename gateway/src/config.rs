@@ -71,7 +71,10 @@ struct RawNftables {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManagement {
-    networks: Spanned<Vec<Spanned<String>>>,
+    /// A policy zone whose networks may manage the box, and/or networks.
+    zone: Option<Spanned<String>>,
+    #[serde(default)]
+    networks: Vec<Spanned<String>>,
     #[serde(default)]
     tcp_ports: Vec<Spanned<i64>>,
     listen: Option<Spanned<String>>,
@@ -222,6 +225,8 @@ pub enum ConfigErrorKind {
     NotABridgePort { iface: String, bridge: String },
     #[error("{0:?} is not an address or network (CIDR)")]
     BadNetwork(String),
+    #[error("[management] needs zone = \"<policy zone>\" or networks = [...]")]
+    NoManagementSource,
     #[error("{0:?} is not an address:port")]
     BadListen(String),
     #[error("{0}")]
@@ -567,10 +572,35 @@ pub fn parse(source: &str, path: &Path, check_system: bool) -> Result<Config, Co
         None => Some("bessai".to_string()),
     };
 
-    let management = raw.management.as_ref().map(|m| {
-        let m = m.get_ref();
+    let management = raw.management.as_ref().map(|m_spanned| {
+        let m = m_spanned.get_ref();
         let mut networks = Vec::new();
-        for n in m.networks.get_ref() {
+        if let Some(zone) = &m.zone {
+            match policy
+                .as_ref()
+                .map(|p| p.zones.iter().find(|z| &z.name == zone.get_ref()))
+            {
+                Some(Some(z)) => networks.extend(z.networks.iter().cloned()),
+                Some(None) => ck.err(
+                    zone.span(),
+                    ConfigErrorKind::UnknownZone {
+                        zone: zone.get_ref().clone(),
+                        policy: policy_path.display().to_string(),
+                        known: policy.as_ref().map_or_else(String::new, |p| {
+                            p.zones
+                                .iter()
+                                .map(|z| z.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }),
+                    },
+                ),
+                None => {}
+            }
+        } else if m.networks.is_empty() {
+            ck.err(m_spanned.span(), ConfigErrorKind::NoManagementSource);
+        }
+        for n in &m.networks {
             match IpNet::from_str(n.get_ref()) {
                 Ok(net) => networks.push(net),
                 Err(_) => ck.err(n.span(), ConfigErrorKind::BadNetwork(n.get_ref().clone())),

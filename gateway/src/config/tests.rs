@@ -170,3 +170,20 @@ fn missing_interfaces_are_found_when_checking_the_system() {
         "{err}"
     );
 }
+
+#[test]
+fn management_access_can_name_a_policy_zone() {
+    let c = parse_example(
+        &(MINIMAL.to_string() + "[management]\nzone = \"control-center\"\ntcp_ports = [22]\n"),
+    )
+    .expect("valid");
+    let m = c.management.unwrap();
+    assert_eq!(m.networks, vec!["10.10.1.0/24".parse().unwrap()]);
+    let errs = errors(&(MINIMAL.to_string() + "[management]\nzone = \"dmz\"\n"));
+    assert!(
+        errs[0].contains("zone \"dmz\" is not in the policy"),
+        "{errs:?}"
+    );
+    let errs = errors(&(MINIMAL.to_string() + "[management]\ntcp_ports = [22]\n"));
+    assert!(errs[0].contains("needs zone"), "{errs:?}");
+}
