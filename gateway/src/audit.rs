@@ -72,6 +72,59 @@ impl AuditEvent {
         }
     }
 
+    /// The record's fields, for the SIEM (CEF `cs5`, JSON `detail`).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        match self {
+            AuditEvent::Start {
+                version,
+                config,
+                policy,
+                policy_sha256,
+                adopted,
+            } => vec![
+                ("version", (*version).to_string()),
+                ("config", config.clone()),
+                ("policy", policy.clone()),
+                ("policy_sha256", policy_sha256.clone()),
+                ("adopted", adopted.to_string()),
+            ],
+            AuditEvent::Stop { opened } => vec![("opened", opened.to_string())],
+            AuditEvent::ReloadSucceeded {
+                policy,
+                old_sha256,
+                new_sha256,
+                generation,
+                took_ms,
+                ..
+            } => vec![
+                ("policy", policy.clone()),
+                ("old_sha256", old_sha256.clone()),
+                ("new_sha256", new_sha256.clone()),
+                ("generation", generation.to_string()),
+                ("took_ms", format!("{took_ms:.2}")),
+            ],
+            AuditEvent::ReloadUnchanged { policy_sha256 } => {
+                vec![("policy_sha256", policy_sha256.clone())]
+            }
+            AuditEvent::ReloadFailed {
+                policy,
+                running_sha256,
+                error,
+            } => vec![
+                ("policy", policy.clone()),
+                ("running_sha256", running_sha256.clone()),
+                ("error", error.clone()),
+            ],
+            AuditEvent::ConfigChanged {
+                config,
+                needs_restart,
+            } => vec![
+                ("config", config.clone()),
+                ("needs_restart", needs_restart.join(", ")),
+            ],
+        }
+    }
+
     /// Writes the record to the log.
     pub fn log(&self) {
         let audit = self.kind();

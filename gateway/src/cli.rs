@@ -36,6 +36,11 @@ pub enum Command {
     /// The daemon: load (or adopt) the XDP program, install the policy and
     /// the nftables base ruleset, enforce; SIGHUP reloads, SIGTERM stops.
     Run(RunArgs),
+    /// The SIEM link: `siem test` proves the pipeline before go-live.
+    Siem {
+        #[command(subcommand)]
+        command: SiemCommand,
+    },
     /// The nftables base ruleset the configuration gives.
     Nft {
         #[arg(long, default_value = crate::config::DEFAULT_PATH)]
@@ -96,6 +101,34 @@ pub enum PolicyCommand {
         /// Write the draft here instead of stdout.
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SiemCommand {
+    /// Send one clearly marked test event; exit 0 when it was delivered
+    /// (acknowledged with RELP), 69 with what failed: resolve, connect, TLS
+    /// verification (certificate subject and reason), timeout.
+    Test {
+        /// udp://host:514, tcp://host:601, tls://host:6514, relp+tls://host:2514
+        #[arg(long)]
+        target: String,
+        /// CA certificate(s) (PEM) that sign the SIEM's certificate.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Client certificate for mutual TLS (PEM), with --key.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Name to verify in the SIEM's certificate (default: the host of --target).
+        #[arg(long)]
+        server_name: Option<String>,
+        #[arg(long, default_value = "cef")]
+        format: String,
+        /// Time limit of each step.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
     },
 }
 
@@ -173,6 +206,26 @@ pub fn main() -> ExitCode {
             dry_run,
             check,
         } => crate::daemon::nft_command(&config, dry_run, check),
+        Command::Siem {
+            command:
+                SiemCommand::Test {
+                    target,
+                    ca,
+                    cert,
+                    key,
+                    server_name,
+                    format,
+                    timeout_ms,
+                },
+        } => crate::siem::test_command(&crate::siem::TestArgs {
+            target,
+            ca,
+            cert,
+            key,
+            server_name,
+            format,
+            timeout: std::time::Duration::from_millis(timeout_ms),
+        }),
     })
 }
 

@@ -61,7 +61,7 @@ fn test() -> Result<()> {
 /// Seconds each fuzz target runs in `test` (env FUZZ_SECONDS overrides).
 const FUZZ_SECONDS: &str = "30";
 
-/// The capture reader and the decision function under libFuzzer, for a
+/// The capture reader, the decision function and the SIEM formats under libFuzzer, for a
 /// bounded time, seeded with the public captures.
 fn fuzz() -> Result<()> {
     let seconds = std::env::var("FUZZ_SECONDS").unwrap_or_else(|_| FUZZ_SECONDS.into());
@@ -73,7 +73,7 @@ fn fuzz() -> Result<()> {
             std::fs::copy(&path, corpus.join(path.file_name().unwrap_or_default()))?;
         }
     }
-    for target in ["capture_and_decide", "decide_frame"] {
+    for target in ["capture_and_decide", "decide_frame", "siem_format"] {
         let toolchain = format!("+{}", setup::FUZZ_TOOLCHAIN);
         run(Command::new("cargo")
             .current_dir("fuzz")

@@ -19,6 +19,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3-pip",
     "iputils-ping",
     "systemd",
+    "rsyslog",
+    "rsyslog-gnutls",
+    "rsyslog-openssl",
+    "rsyslog-relp",
 ];
 const TOOLCHAIN: &str = "1.95.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";

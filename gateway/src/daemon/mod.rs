@@ -22,6 +22,7 @@ use crate::{
     config::{OnShutdown, XdpMode},
     dataplane::{Dataplane, render_event, split_conduit_id},
     exit,
+    siem::{Pipeline, SiemError},
 };
 
 pub fn run(args: RunArgs) -> u8 {
@@ -100,14 +101,23 @@ pub fn run(args: RunArgs) -> u8 {
             }
         }
     }
-    AuditEvent::Start {
-        version: env!("CARGO_PKG_VERSION"),
-        config: settings.config_display(),
-        policy: settings.policy_path.display().to_string(),
-        policy_sha256: running.sha256.clone(),
-        adopted,
-    }
-    .log();
+    let mut siem = match start_siem(&settings, &running) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start SIEM forwarding");
+            return exit::CONFIG;
+        }
+    };
+    emit(
+        &mut siem,
+        AuditEvent::Start {
+            version: env!("CARGO_PKG_VERSION"),
+            config: settings.config_display(),
+            policy: settings.policy_path.display().to_string(),
+            policy_sha256: running.sha256.clone(),
+            adopted,
+        },
+    );
     tracing::info!(
         policy = %settings.policy_path.display(),
         conduits = running.compiled.conduits_meta.len(),
@@ -131,10 +141,16 @@ pub fn run(args: RunArgs) -> u8 {
         let mut tick = tokio::time::interval(Duration::from_secs(stats.max(1)));
         tick.tick().await;
         let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut siem_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                r = events.next_batch(|e| render_event(e, |id| running.conduit_name(id))) => { r?; }
+                r = events.next_batch(|e| traffic_event(e, &running, &mut siem)) => { r?; }
                 _ = tick.tick(), if stats > 0 => log_counters(&dp, &running),
+                _ = siem_tick.tick(), if siem.is_some() => {
+                    if let Some(p) = siem.as_mut() {
+                        p.tick();
+                    }
+                }
                 _ = dog.tick(), if watchdog.is_some() => {
                     // Only while the data plane answers.
                     if dp.active_generation().is_ok() {
@@ -143,26 +159,62 @@ pub fn run(args: RunArgs) -> u8 {
                 }
                 _ = sighup.recv() => {
                     systemd::reloading();
-                    running.reload(&settings, &mut dp).log();
+                    for a in running.reload(&settings, &mut dp) {
+                        emit(&mut siem, a);
+                    }
                     systemd::ready("reloaded");
                 }
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
             }
         }
-        events.drain(|e| render_event(e, |id| running.conduit_name(id)));
+        systemd::stopping();
+        events.drain(|e| traffic_event(e, &running, &mut siem));
+        log_counters(&dp, &running);
+        let opened = shut_down(&settings, &mut dp);
+        emit(&mut siem, AuditEvent::Stop { opened });
+        if let Some(p) = siem.take() {
+            p.shutdown(SIEM_GRACE).await;
+        }
         Ok::<_, std::io::Error>(())
     });
-    systemd::stopping();
-    log_counters(&dp, &running);
-    let opened = shut_down(&settings, &mut dp);
-    AuditEvent::Stop { opened }.log();
     match result {
         Ok(()) => exit::OK,
         Err(e) => {
             tracing::error!(error = %e, "event loop failed");
             exit::OSERR
         }
+    }
+}
+
+/// How long a stopping daemon waits for the SIEM to take what is queued;
+/// the rest stays in the spool for the next start.
+const SIEM_GRACE: Duration = Duration::from_secs(3);
+
+fn start_siem(settings: &Settings, running: &Running) -> Result<Option<Pipeline>, SiemError> {
+    let Some(c) = &settings.config else {
+        return Ok(None);
+    };
+    let Some(s) = &c.siem else { return Ok(None) };
+    if s.destinations.is_empty() {
+        return Ok(None);
+    }
+    Pipeline::start(s, &c.policy.site, &c.device_id, &running.sha256).map(Some)
+}
+
+/// An audit record: to the log and to the SIEM.
+fn emit(siem: &mut Option<Pipeline>, a: AuditEvent) {
+    a.log();
+    if let Some(p) = siem.as_mut() {
+        p.audit(&a);
+    }
+}
+
+/// A traffic event from the kernel: to the log and to the SIEM.
+fn traffic_event(e: &bessai_common::Event, running: &Running, siem: &mut Option<Pipeline>) {
+    render_event(e, |id| running.conduit_name(id));
+    if let Some(p) = siem.as_mut() {
+        p.traffic(e, running.conduit_name(e.conduit));
     }
 }
 

@@ -82,18 +82,21 @@ impl Running {
         Ok(sw.to_enforced)
     }
 
-    /// Handles SIGHUP; returns the audit record of what happened.
-    pub fn reload(&mut self, settings: &Settings, dp: &mut Dataplane) -> AuditEvent {
+    /// Handles SIGHUP; returns the audit records of what happened.
+    pub fn reload(&mut self, settings: &Settings, dp: &mut Dataplane) -> Vec<AuditEvent> {
         let started = Instant::now();
         let policy_path = settings.policy_path.display().to_string();
-        match self.try_reload(settings, dp, started) {
+        let mut audit = Vec::new();
+        let last = match self.try_reload(settings, dp, started, &mut audit) {
             Ok(event) => event,
             Err(e) => AuditEvent::ReloadFailed {
                 policy: policy_path,
                 running_sha256: self.sha256.clone(),
                 error: e.to_string(),
             },
-        }
+        };
+        audit.push(last);
+        audit
     }
 
     fn try_reload(
@@ -101,6 +104,7 @@ impl Running {
         settings: &Settings,
         dp: &mut Dataplane,
         started: Instant,
+        audit: &mut Vec<AuditEvent>,
     ) -> Result<AuditEvent, ReloadError> {
         // The configuration first: it names the policy and the firewall.
         let (config, firewall) = match &settings.config_path {
@@ -127,11 +131,10 @@ impl Running {
         if let (Some(old), Some(new)) = (&self.config, &config) {
             let needs_restart = restart_only_changes(old, new);
             if !needs_restart.is_empty() || !same_reloadable(old, new) {
-                AuditEvent::ConfigChanged {
+                audit.push(AuditEvent::ConfigChanged {
                     config: new.path.display().to_string(),
                     needs_restart,
-                }
-                .log();
+                });
             }
         }
         let firewall_changed = match (&self.config, &config) {
@@ -198,12 +201,15 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     if old.nft_table != new.nft_table {
         changed.push("nftables.table".to_string());
     }
+    if old.siem != new.siem || old.device_id != new.device_id {
+        changed.push("siem".to_string());
+    }
     changed
 }
 
 /// Settings a reload applies besides the policy.
 fn same_reloadable(old: &Config, new: &Config) -> bool {
-    old.management == new.management && old.siem == new.siem && old.policy_path == new.policy_path
+    old.management == new.management && old.policy_path == new.policy_path
 }
 
 /// Where a reload's time goes, for the log: `config=1.2 policy=3.4 ...` (ms).

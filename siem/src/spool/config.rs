@@ -5,25 +5,28 @@ use std::path::PathBuf;
 use super::error::SpoolError;
 use super::frame::{HEADER_LEN, MAX_RECORD_BYTES};
 
-/// When written records and the commit position are forced to stable
-/// storage. Whatever the policy, bytes reach the OS before `push`/`commit`
-/// return, so a crash of the process alone loses nothing the spool wrote;
-/// the policy is about power loss and kernel crashes.
+/// When records on disk and the commit position are forced to stable
+/// storage. Whatever the policy, what the spool writes reaches the OS before
+/// `push`/`commit_through` return, so a crash of the process alone loses
+/// nothing written; the policy is about power loss and kernel crashes.
+/// (Traffic records waiting in the memory queue are not written at all yet:
+/// see [`SpoolConfig::memory_records`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
-    /// `push` and `commit` return only after an `fdatasync`. Nothing written
-    /// to disk is ever lost, but every call waits for the storage (a few ms
-    /// on flash or a VM disk), which caps throughput at a few hundred calls
-    /// per second.
+    /// A `push` that writes to disk and a `commit_through` of records on
+    /// disk return only after an `fdatasync`: nothing written is lost, but
+    /// each such call waits for the storage (about 4 ms on the VM disk
+    /// measured), capping them at a few hundred per second.
     Always,
-    /// After every `n` records written to disk, and after every commit, a
-    /// background thread syncs the files; the caller never waits. A power
-    /// loss loses at most the records written since the last completed sync
-    /// (about `n` plus what arrived while it ran) and may redeliver the
-    /// records of the last few commits.
+    /// After every `n` records written, and after every commit of records on
+    /// disk, a background thread syncs the files; the caller never waits. A
+    /// power loss loses at most the records written since the last completed
+    /// sync (`n`, plus what arrived while a sync ran) and may deliver the
+    /// last commits' records again.
     EveryN(u32),
-    /// The OS writes back when it likes (Linux: about 30 s). Fastest; a power
-    /// loss can lose that window of records and redeliver committed ones.
+    /// The OS writes back when it likes (Linux: within about 30 s). A power
+    /// loss can lose that window of records and deliver committed ones
+    /// again.
     Never,
 }
 
@@ -44,8 +47,9 @@ pub struct SpoolConfig {
     /// may exceed it.
     pub max_bytes: u64,
     /// Traffic records held in memory before they spill to disk. Memory use
-    /// is about this many records whatever the backlog. 0 writes every
-    /// record straight to disk.
+    /// is about this many records whatever the backlog. They die with the
+    /// process (dropping the [`Spool`](super::Spool) writes them out); 0
+    /// writes every record straight to disk.
     pub memory_records: usize,
     /// Size at which a segment file is closed and a new one started; also
     /// the granularity of dropping: a reclaim drops the traffic records of
@@ -72,7 +76,9 @@ impl SpoolConfig {
 
     /// Largest record `push` accepts with this configuration.
     pub fn max_record_bytes(&self) -> usize {
-        let fits_in_segment = usize::try_from(self.segment_bytes).unwrap_or(usize::MAX).saturating_sub(HEADER_LEN);
+        let fits_in_segment = usize::try_from(self.segment_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(HEADER_LEN);
         fits_in_segment.min(MAX_RECORD_BYTES)
     }
 

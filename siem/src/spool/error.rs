@@ -8,7 +8,10 @@ use super::frame::FrameError;
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool configuration: {field} {reason}")]
-    InvalidConfig { field: &'static str, reason: &'static str },
+    InvalidConfig {
+        field: &'static str,
+        reason: &'static str,
+    },
     #[error("spool directory {} is in use by another Spool", dir.display())]
     Locked { dir: PathBuf },
     #[error("{}: {source}", path.display())]
@@ -19,11 +22,21 @@ pub enum SpoolError {
     },
     #[error("record of {len} bytes exceeds the {max}-byte limit")]
     RecordTooLarge { len: usize, max: usize },
-    /// Damage found while the spool is running (open() repairs what it finds
-    /// by cutting the segment there; reopening the spool does the same).
+    /// A segment changed under the running spool. `peek` first returns the
+    /// good records in front of the damage. To go on, drop the [`Spool`]
+    /// and open it again: `open` cuts the segment there and counts what it
+    /// cut.
+    ///
+    /// [`Spool`]: super::Spool
     #[error("corrupt record in {} at offset {offset}: {reason}", path.display())]
-    Corrupt { path: PathBuf, offset: u64, reason: FrameError },
-    #[error("commit through sequence {requested}, but peek has only returned records through {peeked}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: FrameError,
+    },
+    #[error(
+        "commit through sequence {requested}, but peek has only returned records through {peeked}"
+    )]
     CommitBeyondPeek { requested: u64, peeked: u64 },
 }
 
@@ -34,6 +47,9 @@ pub(super) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: &Path) -> Result<T, SpoolError> {
-        self.map_err(|source| SpoolError::Io { path: path.to_path_buf(), source })
+        self.map_err(|source| SpoolError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }

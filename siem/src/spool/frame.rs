@@ -84,21 +84,30 @@ pub(super) fn frame_len(payload_len: usize) -> u64 {
     (HEADER_LEN + payload_len) as u64
 }
 
+/// A record on its way to disk.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RecordRef<'a> {
+    pub(super) seq: u64,
+    pub(super) id: u64,
+    pub(super) class: Class,
+    pub(super) payload: &'a [u8],
+}
+
 /// Appends the frame for one record to `out`.
 ///
 /// The caller has checked `payload.len() <= MAX_RECORD_BYTES`, so the length
 /// fits in the `u32` field.
-pub(super) fn encode(out: &mut Vec<u8>, class: Class, seq: u64, id: u64, payload: &[u8]) {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+pub(super) fn encode(out: &mut Vec<u8>, record: &RecordRef<'_>) {
+    let len = u32::try_from(record.payload.len()).unwrap_or(u32::MAX);
     let mut header = [0u8; HEADER_LEN];
     header[0..4].copy_from_slice(&len.to_le_bytes());
-    header[8] = class.to_byte();
-    header[9..17].copy_from_slice(&seq.to_le_bytes());
-    header[17..25].copy_from_slice(&id.to_le_bytes());
-    let crc = checksum(&header, payload);
+    header[8] = record.class.to_byte();
+    header[9..17].copy_from_slice(&record.seq.to_le_bytes());
+    header[17..25].copy_from_slice(&record.id.to_le_bytes());
+    let crc = checksum(&header, record.payload);
     header[4..8].copy_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&header);
-    out.extend_from_slice(payload);
+    out.extend_from_slice(record.payload);
 }
 
 /// CRC-32 of the header without its CRC field, followed by the payload.
@@ -149,14 +158,22 @@ pub(super) fn read_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> io::R
     }
     let computed = checksum(&header, payload);
     if computed != stored {
-        return Ok(ReadFrame::Invalid(FrameError::CrcMismatch { stored, computed }));
+        return Ok(ReadFrame::Invalid(FrameError::CrcMismatch {
+            stored,
+            computed,
+        }));
     }
     let field = |at: usize| {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&header[at..at + 8]);
         u64::from_le_bytes(bytes)
     };
-    Ok(ReadFrame::Frame(FrameHeader { class, seq: field(9), id: field(17), payload_len }))
+    Ok(ReadFrame::Frame(FrameHeader {
+        class,
+        seq: field(9),
+        id: field(17),
+        payload_len,
+    }))
 }
 
 /// Fills `buf` as far as the reader allows; returns how many bytes were read
@@ -180,13 +197,22 @@ mod tests {
 
     fn encoded(class: Class, seq: u64, id: u64, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        encode(&mut out, class, seq, id, payload);
+        encode(
+            &mut out,
+            &RecordRef {
+                seq,
+                id,
+                class,
+                payload,
+            },
+        );
         out
     }
 
     fn decode(bytes: &[u8]) -> (ReadFrame, Vec<u8>) {
         let mut payload = Vec::new();
-        let outcome = read_frame(&mut &bytes[..], &mut payload).expect("reading a slice cannot fail");
+        let outcome =
+            read_frame(&mut &bytes[..], &mut payload).expect("reading a slice cannot fail");
         (outcome, payload)
     }
 
@@ -206,7 +232,12 @@ mod tests {
         assert_eq!(bytes.len(), HEADER_LEN + 20);
         assert_eq!(
             outcome,
-            ReadFrame::Frame(FrameHeader { class: Class::Audit, seq: 7, id: 0xDEAD_BEEF, payload_len: 20 })
+            ReadFrame::Frame(FrameHeader {
+                class: Class::Audit,
+                seq: 7,
+                id: 0xDEAD_BEEF,
+                payload_len: 20
+            })
         );
         assert_eq!(payload, b"user admin logged in");
     }
@@ -221,7 +252,11 @@ mod tests {
         let bytes = encoded(Class::Traffic, 1, 1, b"payload");
 
         for cut in 1..bytes.len() {
-            assert_eq!(decode(&bytes[..cut]).0, ReadFrame::Invalid(FrameError::Truncated), "cut at {cut}");
+            assert_eq!(
+                decode(&bytes[..cut]).0,
+                ReadFrame::Invalid(FrameError::Truncated),
+                "cut at {cut}"
+            );
         }
     }
 
@@ -233,12 +268,18 @@ mod tests {
             let mut damaged = bytes.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
             let (outcome, _) = decode(&damaged);
-            assert!(matches!(outcome, ReadFrame::Invalid(_)), "bit {bit} undetected: {outcome:?}");
+            assert!(
+                matches!(outcome, ReadFrame::Invalid(_)),
+                "bit {bit} undetected: {outcome:?}"
+            );
         }
     }
 
     #[test]
     fn zero_filled_bytes_are_not_a_frame() {
-        assert!(matches!(decode(&[0u8; 64]).0, ReadFrame::Invalid(FrameError::BadClass { byte: 0 })));
+        assert!(matches!(
+            decode(&[0u8; 64]).0,
+            ReadFrame::Invalid(FrameError::BadClass { byte: 0 })
+        ));
     }
 }

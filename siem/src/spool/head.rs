@@ -36,14 +36,11 @@ pub(super) struct LoadedHead {
     /// The file existed with content but neither slot was valid; everything
     /// still on disk will be delivered again.
     pub(super) was_damaged: bool,
-    /// The file did not exist and was created.
-    pub(super) created: bool,
 }
 
 impl HeadFile {
     pub(super) fn open(dir: &Path) -> Result<LoadedHead, SpoolError> {
         let path = dir.join(FILE_NAME);
-        let created = !path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -53,9 +50,15 @@ impl HeadFile {
             .at(&path)?;
         let mut content = Vec::with_capacity(2 * SLOT_LEN);
         // A longer file is not ours to trust beyond the two slots.
-        (&mut file).take(2 * SLOT_LEN as u64).read_to_end(&mut content).at(&path)?;
+        (&mut file)
+            .take(2 * SLOT_LEN as u64)
+            .read_to_end(&mut content)
+            .at(&path)?;
 
-        let slots = [decode_slot(content.get(..SLOT_LEN)), decode_slot(content.get(SLOT_LEN..2 * SLOT_LEN))];
+        let slots = [
+            decode_slot(content.get(..SLOT_LEN)),
+            decode_slot(content.get(SLOT_LEN..2 * SLOT_LEN)),
+        ];
         let (committed, next_slot) = match slots {
             [Some(a), Some(b)] if b > a => (b, 0),
             [Some(a), _] => (a, 1),
@@ -63,7 +66,15 @@ impl HeadFile {
             [None, None] => (0, 0),
         };
         let was_damaged = slots == [None, None] && content.iter().any(|&byte| byte != 0);
-        Ok(LoadedHead { head: HeadFile { file, path, next_slot }, committed, was_damaged, created })
+        Ok(LoadedHead {
+            head: HeadFile {
+                file,
+                path,
+                next_slot,
+            },
+            committed,
+            was_damaged,
+        })
     }
 
     /// Records that everything through `seq` has been delivered. The bytes
@@ -75,7 +86,9 @@ impl HeadFile {
         slot[4..12].copy_from_slice(&seq.to_le_bytes());
         let crc = crc32fast::hash(&slot[0..12]);
         slot[12..16].copy_from_slice(&crc.to_le_bytes());
-        self.file.write_all_at(&slot, self.next_slot * SLOT_LEN as u64).at(&self.path)?;
+        self.file
+            .write_all_at(&slot, self.next_slot * SLOT_LEN as u64)
+            .at(&self.path)?;
         self.next_slot = 1 - self.next_slot;
         if sync {
             self.file.sync_data().at(&self.path)?;
@@ -124,7 +137,6 @@ mod tests {
         let loaded = HeadFile::open(dir.path()).expect("open head");
 
         assert_eq!(loaded.committed, 0);
-        assert!(loaded.created);
         assert!(!loaded.was_damaged);
     }
 

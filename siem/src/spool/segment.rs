@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{IoContext, SpoolError};
-use super::frame::{self, Class, FrameError, FrameHeader, ReadFrame};
+use super::frame::{self, Class, FrameError, FrameHeader, ReadFrame, RecordRef};
 
 const SUFFIX: &str = ".seg";
 const TEMP_SUFFIX: &str = ".tmp";
@@ -63,10 +63,18 @@ impl LiveCounts {
         match class {
             Class::Traffic => {
                 self.traffic = self.traffic.saturating_sub(1);
-                self.traffic_payload_bytes = self.traffic_payload_bytes.saturating_sub(payload_len as u64);
+                self.traffic_payload_bytes = self
+                    .traffic_payload_bytes
+                    .saturating_sub(payload_len as u64);
             }
             Class::Audit => self.audit = self.audit.saturating_sub(1),
         }
+    }
+
+    pub(super) fn add_all(&mut self, other: LiveCounts) {
+        self.traffic += other.traffic;
+        self.traffic_payload_bytes += other.traffic_payload_bytes;
+        self.audit += other.audit;
     }
 
     pub(super) fn records(&self) -> u64 {
@@ -116,7 +124,11 @@ pub(super) struct SegmentReader {
 impl SegmentReader {
     /// Positions a reader at `offset`; `last_seq` is the sequence number of
     /// the record before that position (or the commit position).
-    pub(super) fn open(path: &Path, offset: u64, last_seq: u64) -> Result<SegmentReader, SpoolError> {
+    pub(super) fn open(
+        path: &Path,
+        offset: u64,
+        last_seq: u64,
+    ) -> Result<SegmentReader, SpoolError> {
         let mut file = File::open(path).at(path)?;
         if offset > 0 {
             file.seek(SeekFrom::Start(offset)).at(path)?;
@@ -134,8 +146,9 @@ impl SegmentReader {
         self.offset
     }
 
-    pub(super) fn path(&self) -> &Path {
-        &self.path
+    /// Sequence number of the last record returned (or the starting value).
+    pub(super) fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 
     /// The next record before `limit` (a byte offset).
@@ -156,7 +169,10 @@ impl SegmentReader {
                         continue;
                     }
                     self.last_seq = header.seq;
-                    return Ok(Step::Record { header, end: self.offset });
+                    return Ok(Step::Record {
+                        header,
+                        end: self.offset,
+                    });
                 }
             }
         }
@@ -171,19 +187,41 @@ impl SegmentReader {
     }
 }
 
-/// The segment being appended to.
+/// The segment being appended to, with the frames staged for it.
 pub(super) struct SegmentWriter {
     pub(super) index: u64,
     path: PathBuf,
-    /// Shared with the background syncer, which only calls `sync_data`.
+    /// Shared with the background syncer, which only syncs it.
     file: Arc<File>,
+    staged: Vec<u8>,
+    staged_live: LiveCounts,
+    staged_records: u64,
+}
+
+/// What one [`SegmentWriter::write_staged`] handed to the OS.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Written {
+    pub(super) bytes: u64,
+    pub(super) records: u64,
+    pub(super) live: LiveCounts,
 }
 
 impl SegmentWriter {
     pub(super) fn create(dir: &Path, index: u64) -> Result<SegmentWriter, SpoolError> {
         let path = segment_path(dir, index);
-        let file = OpenOptions::new().append(true).create_new(true).open(&path).at(&path)?;
-        Ok(SegmentWriter { index, path, file: Arc::new(file) })
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .at(&path)?;
+        Ok(SegmentWriter {
+            index,
+            path,
+            file: Arc::new(file),
+            staged: Vec::new(),
+            staged_live: LiveCounts::default(),
+            staged_records: 0,
+        })
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -194,19 +232,43 @@ impl SegmentWriter {
         &self.file
     }
 
-    /// Appends whole frames. On failure the file is cut back to
-    /// `valid_size`, so that no partial frame sits in front of later
-    /// appends; if even that fails, the bytes beyond `valid_size` are
-    /// ignored by this process and cut by the next `open`.
-    pub(super) fn append(&mut self, frames: &[u8], valid_size: u64) -> Result<(), SpoolError> {
-        if let Err(source) = (&*self.file).write_all(frames) {
+    pub(super) fn stage(&mut self, record: &RecordRef<'_>) {
+        frame::encode(&mut self.staged, record);
+        self.staged_live.add(record.class, record.payload.len());
+        self.staged_records += 1;
+    }
+
+    pub(super) fn staged_bytes(&self) -> u64 {
+        self.staged.len() as u64
+    }
+
+    /// Appends the staged frames with one `write`. On failure the file is
+    /// cut back to `valid_size`; the caller must then stop using this
+    /// writer, since if even the cut failed, a partial frame sits at the end
+    /// (this process never reads past `valid_size`; the next `open` cuts it).
+    pub(super) fn write_staged(&mut self, valid_size: u64) -> Result<Written, SpoolError> {
+        let written = Written {
+            bytes: self.staged_bytes(),
+            records: self.staged_records,
+            live: self.staged_live,
+        };
+        if written.records == 0 {
+            return Ok(written);
+        }
+        if let Err(source) = (&*self.file).write_all(&self.staged) {
             if let Err(cut) = self.file.set_len(valid_size) {
                 tracing::error!(path = %self.path.display(), error = %cut,
                     "cannot cut a failed append from a spool segment");
             }
-            return Err(SpoolError::Io { path: self.path.clone(), source });
+            return Err(SpoolError::Io {
+                path: self.path.clone(),
+                source,
+            });
         }
-        Ok(())
+        self.staged.clear();
+        self.staged_live = LiveCounts::default();
+        self.staged_records = 0;
+        Ok(written)
     }
 
     pub(super) fn sync(&self) -> Result<(), SpoolError> {
@@ -221,7 +283,10 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 
 pub(super) fn remove(path: &Path) -> Result<(), SpoolError> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SpoolError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SpoolError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
         _ => Ok(()),
     }
 }
@@ -235,19 +300,37 @@ mod tests {
         let dir = Path::new("/spool");
         let names: Vec<String> = [9, 10, 123_456_789]
             .iter()
-            .map(|&i| segment_path(dir, i).file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned())
+            .map(|&i| {
+                segment_path(dir, i)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            })
             .collect();
 
         let mut sorted = names.clone();
         sorted.sort();
 
         assert_eq!(sorted, names);
-        assert_eq!(names.iter().map(|n| parse_segment_name(n)).collect::<Vec<_>>(), [Some(9), Some(10), Some(123_456_789)]);
+        assert_eq!(
+            names
+                .iter()
+                .map(|n| parse_segment_name(n))
+                .collect::<Vec<_>>(),
+            [Some(9), Some(10), Some(123_456_789)]
+        );
     }
 
     #[test]
     fn other_files_are_not_segments() {
-        for name in ["head", "lock", "00000000000000000001.seg.tmp", "1.seg", "0000000000000000000x.seg"] {
+        for name in [
+            "head",
+            "lock",
+            "00000000000000000001.seg.tmp",
+            "1.seg",
+            "0000000000000000000x.seg",
+        ] {
             assert_eq!(parse_segment_name(name), None, "{name}");
         }
     }
