@@ -330,6 +330,11 @@ impl Testbed {
         self.gateway.take()?.wait().ok()
     }
 
+    /// The daemon's process id (`ip netns exec` execs it in place).
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway.as_ref().map(Child::id)
+    }
+
     pub fn signal_gateway(&self, sig: i32) {
         if let Some(g) = &self.gateway {
             // SAFETY: plain kill(2) on our child's pid.
@@ -364,6 +369,12 @@ impl Testbed {
     /// with their zones, pins of its own, management SSH only from the
     /// engineering workstation.
     pub fn write_config(&self, policy: &Path) -> Result<PathBuf> {
+        self.write_config_with(policy, "")
+    }
+
+    /// As [`Testbed::write_config`], with `extra` TOML appended (a `[siem]`
+    /// section, say).
+    pub fn write_config_with(&self, policy: &Path, extra: &str) -> Result<PathBuf> {
         let bridge = match self.deployment {
             Deployment::Routed => String::new(),
             Deployment::Bridge => format!("[bridge]\nname = \"{}\"\n", self.bridge_name()),
@@ -392,6 +403,7 @@ table = "bessai"
 [management]
 networks = ["{eng}/32"]
 tcp_ports = [22]
+{extra}
 "#,
             policy = policy.display(),
             mode = self.deployment.as_str(),
@@ -401,6 +413,7 @@ tcp_ports = [22]
             c = self.gw_ifaces[0],
             i = self.gw_ifaces[1],
             eng = ENG,
+            extra = extra,
         );
         let path = self.work.join("gateway.toml");
         fs::write(&path, text)?;

@@ -590,6 +590,11 @@ impl Rsyslog {
         self.dir.path().join("rsyslogd.log")
     }
 
+    /// The file rsyslog writes what it receives to.
+    pub fn output_file(&self) -> PathBuf {
+        self.output_path()
+    }
+
     fn output_path(&self) -> PathBuf {
         self.dir.path().join("received.log")
     }
