@@ -38,6 +38,19 @@ const MAX_FLOOD_KEYS: usize = 10_000;
 /// Traffic records held in memory per destination before they spill to disk.
 const MEMORY_RECORDS: usize = 1024;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_id_epochs_never_repeat() {
+        let dir = std::env::temp_dir().join(format!("bessai-boot-{}", std::process::id()));
+        let a = super::next_boot(&dir);
+        let b = super::next_boot(&dir);
+        let c = super::next_boot(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(a < b && b < c, "{a} {b} {c}");
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SiemError {
     #[error("destination {url}: {reason}")]
@@ -134,11 +147,10 @@ impl Pipeline {
                 drops_reported: 0,
             });
         }
-        let now_s = (now_ms() / 1000) as u32;
         Ok(Self {
             site: config.site.clone().unwrap_or_else(|| site.to_string()),
             device_id: device_id.to_string(),
-            boot_s: now_s,
+            boot_s: next_boot(&config.spool_dir),
             seq: 0,
             policy_sha256: policy_sha256.to_string(),
             aggregator: Aggregator::new(
@@ -338,6 +350,27 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     for t in tasks {
         let _ = t.await;
     }
+}
+
+/// The high half of this run's event ids: the start time in seconds, but
+/// always above the last run's (kept in the spool directory), so that two
+/// starts in one second or a clock stepping back never reuse ids that a
+/// SIEM would then drop as duplicates.
+fn next_boot(spool_dir: &std::path::Path) -> u32 {
+    let path = spool_dir.join("boot-id");
+    let last: Option<u32> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let now = (now_ms() / 1000) as u32;
+    let boot = match last {
+        Some(l) if l >= now => l.wrapping_add(1),
+        _ => now,
+    };
+    let _ = std::fs::create_dir_all(spool_dir);
+    if let Err(e) = std::fs::write(&path, boot.to_string()) {
+        tracing::warn!(target: "bessai::siem", error = %e, path = %path.display(), "cannot record the event id epoch");
+    }
+    boot
 }
 
 /// One spool directory per destination, named so an operator can tell them

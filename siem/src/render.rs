@@ -7,7 +7,7 @@
 
 use std::{fmt::Write as _, str::FromStr};
 
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::OffsetDateTime;
 
 use crate::record::Event;
 
@@ -248,18 +248,35 @@ pub fn sd_escape(s: &str) -> String {
     out
 }
 
+/// `2026-11-23T07:22:01.123Z`: UTC, always three decimals.
 fn rfc3339_ms(ms: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    // Milliseconds, UTC: 2026-11-23T07:22:01.123Z.
-    let t = t
-        .replace_nanosecond((t.nanosecond() / 1_000_000) * 1_000_000)
-        .unwrap_or(t);
-    let mut s = t.format(&Rfc3339).unwrap_or_else(|_| "-".into());
-    if !s.contains('.') {
-        s = s.replace('Z', ".000Z");
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// An SD-ID or SD-NAME: printable ASCII without `=`, space, `]` and `"`
+/// (RFC 5424 6.3.2), at most 32 characters.
+fn sd_name(s: &str) -> String {
+    let f: String = s
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && !matches!(c, '=' | ']' | '"'))
+        .take(32)
+        .collect();
+    if f.is_empty() {
+        "bessai@32473".into()
+    } else {
+        f
     }
-    s
 }
 
 /// RFC 5424 message: header, structured data (event id, class, conduit,
@@ -267,7 +284,7 @@ fn rfc3339_ms(ms: i64) -> String {
 pub fn rfc5424(e: &Event, msg: &str, o: &Options) -> String {
     let mut sd = format!(
         "[{} id=\"{}\" class=\"{}\"",
-        header_field(&o.sd_id, 32),
+        sd_name(&o.sd_id),
         e.id,
         e.class.id()
     );

@@ -42,6 +42,28 @@ pub fn run(args: RunArgs) -> u8 {
         }
     };
 
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return exit::OSERR;
+        }
+    };
+    // The SIEM forwarders and the event stream need the runtime.
+    let _runtime = rt.enter();
+    // The SIEM spools open before the kernel is touched: a problem there is
+    // a configuration problem.
+    let mut siem = match start_siem(&settings, &running) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start SIEM forwarding");
+            return exit::CONFIG;
+        }
+    };
+
     let (mut dp, adopted) = match &settings.pins {
         Some(pins) => match Dataplane::load_pinned(pins.clone()) {
             Ok((dp, adopted)) => {
@@ -71,18 +93,6 @@ pub fn run(args: RunArgs) -> u8 {
         return exit::OSERR;
     }
 
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
-            return exit::OSERR;
-        }
-    };
-    // The event stream registers with the runtime's reactor.
-    let _runtime = rt.enter();
     let mut events = match dp.events() {
         Ok(ev) => ev,
         Err(e) => {
@@ -101,13 +111,6 @@ pub fn run(args: RunArgs) -> u8 {
             }
         }
     }
-    let mut siem = match start_siem(&settings, &running) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start SIEM forwarding");
-            return exit::CONFIG;
-        }
-    };
     emit(
         &mut siem,
         AuditEvent::Start {

@@ -175,6 +175,24 @@ fn rfc5424_header_and_structured_data() {
 }
 
 #[test]
+fn timestamps_always_have_milliseconds_and_sd_ids_stay_names() {
+    let mut e = denial();
+    e.time_ms = 1_795_418_521_100;
+    assert!(rfc5424(&e, "x", &opts()).contains("T07:22:01.100Z "));
+    e.time_ms = 1_795_418_521_000;
+    assert!(rfc5424(&e, "x", &opts()).contains(":01.000Z "));
+    let bad = Options {
+        sd_id: "a]b=c\"d e".into(),
+        ..opts()
+    };
+    assert!(
+        rfc5424(&e, "x", &bad).contains(" [abcde id="),
+        "{}",
+        rfc5424(&e, "x", &bad)
+    );
+}
+
+#[test]
 fn rfc3164_pads_the_day_with_a_space() {
     let mut e = denial();
     e.time_ms = 1_762_153_200_000; // 2025-11-03T07:00:00Z
