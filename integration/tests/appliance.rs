@@ -206,6 +206,45 @@ fn kill_9_keeps_enforcement_bridge() {
     kill_9_keeps_enforcement(Deployment::Bridge);
 }
 
+/// `on_shutdown = "open"` (decommissioning): a clean stop removes XDP, the
+/// pins and the nftables table; the boundary is then open.
+#[test]
+fn on_shutdown_open_removes_enforcement() {
+    if !have_root("on_shutdown_open_removes_enforcement") {
+        return;
+    }
+    let mut tb = site("open", Deployment::Routed);
+    let config = tb.write_config(&example_policy()).unwrap();
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        text.replace(
+            "stats_interval = 0",
+            "stats_interval = 0\non_shutdown = \"open\"",
+        ),
+    )
+    .unwrap();
+    tb.start_gateway_config(&config).unwrap();
+    assert_enforcing(&tb, "running");
+    assert!(!tb.ping_ok("ems", PCS1));
+    let status = tb.stop_gateway().expect("running");
+    assert!(status.success(), "{status:?}");
+    let links = tb.exec("gw", &["ip", "-d", "link", "show"]).unwrap();
+    assert!(!links.contains("prog/xdp"), "XDP detached: {links}");
+    assert!(
+        !tb.pin_path().join("links").exists()
+            || fs::read_dir(tb.pin_path().join("links"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    let tables = tb.exec("gw", &["nft", "list", "tables"]).unwrap();
+    assert!(!tables.contains("bessai"), "{tables}");
+    assert!(tb.ping_ok("ems", PCS1), "the boundary is open");
+    let log = json_lines(&tb.gateway_log());
+    assert_eq!(audit(&log, "stop")[0]["opened"], true);
+}
+
 /// Runs `modbus-sim load` from `role` for `ms` with `op`; its summary.
 fn load(tb: &Testbed, role: &str, op: &str, ms: u64) -> std::process::Child {
     Command::new("ip")

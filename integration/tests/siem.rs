@@ -92,3 +92,51 @@ fn a_denied_write_reaches_rsyslog_as_cef_within_a_second() {
     let log = json_lines(&tb.gateway_log());
     assert!(!log.iter().any(|l| l["level"] == "ERROR"), "{log:?}");
 }
+
+/// `bessai-gw siem test` against a real rsyslog: exit 0 and the marked test
+/// event in rsyslog's file; with a server certificate from another CA, exit
+/// 69 naming the certificate's subject and the reason.
+#[test]
+fn siem_test_proves_the_pipeline_and_names_a_bad_certificate() {
+    let pki = Pki::generate();
+    let Some(rsyslog) = Rsyslog::start(Listener::RelpTls {
+        require_client_cert: true,
+        server: pki.receiver_tls(),
+    }) else {
+        return;
+    };
+    let tls = pki.mutual_client_options();
+    let run = |ca: &std::path::Path| {
+        std::process::Command::new(bessai_integration::netns::bin("bessai-gw"))
+            .args(["siem", "test", "--target", &rsyslog.target().to_string()])
+            .arg("--ca")
+            .arg(ca)
+            .arg("--cert")
+            .arg(tls.cert.as_ref().unwrap())
+            .arg("--key")
+            .arg(tls.key.as_ref().unwrap())
+            .output()
+            .unwrap()
+    };
+    let out = run(tls.ca.as_ref().unwrap());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let lines = rsyslog.wait_for_lines(1, Duration::from_secs(5));
+    assert!(lines[0].contains("|900|SIEM pipeline test|1|"), "{lines:?}");
+    assert!(lines[0].contains("BESSAI SIEM PIPELINE TEST"), "{lines:?}");
+
+    // A CA that did not sign the receiver's certificate.
+    let other = Pki::generate();
+    let out = run(other.client_options().ca.as_ref().unwrap());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(69), "{stdout}");
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    assert!(
+        stdout.contains("CN="),
+        "the certificate's subject: {stdout}"
+    );
+    assert!(
+        stdout.contains("was rejected: ") && stdout.contains("CA"),
+        "the reason: {stdout}"
+    );
+}
