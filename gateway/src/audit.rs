@@ -7,16 +7,9 @@
 //! them apart from `bessai::conduit` traffic events; the SIEM forwarder
 //! receives the same records.
 
-use std::path::Path;
-
 use sha2::{Digest, Sha256};
 
-/// SHA-256 of a file's bytes, hex. The policy is identified by what the
-/// engineer wrote, byte for byte.
-pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    Ok(sha256_hex(&std::fs::read(path)?))
-}
-
+/// SHA-256, hex. A policy is identified by the bytes the engineer wrote.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

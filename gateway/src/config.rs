@@ -364,7 +364,7 @@ fn valid_ifname(name: &str) -> bool {
         && name != ".."
 }
 
-/// Where sysfs says an interface is (overridable for tests of validation).
+/// Where sysfs lists the interfaces of this network namespace.
 fn sysfs_net() -> PathBuf {
     PathBuf::from("/sys/class/net")
 }

@@ -298,14 +298,14 @@ impl Pipeline {
             self.spool(&e);
         }
         let mut drops = Vec::new();
-        for (i, s) in self.sinks.iter_mut().enumerate() {
+        for s in &mut self.sinks {
             let stats = s.spool.lock().unwrap_or_else(|p| p.into_inner()).stats();
             if stats.dropped_traffic > s.drops_reported {
-                drops.push((i, stats.dropped_traffic - s.drops_reported, s.url.clone()));
+                drops.push((stats.dropped_traffic - s.drops_reported, s.url.clone()));
                 s.drops_reported = stats.dropped_traffic;
             }
         }
-        for (_, n, url) in drops {
+        for (n, url) in drops {
             let e = self
                 .event(
                     EventClass::EventsDropped,

@@ -199,7 +199,7 @@ impl Forwarder {
                             outage_logged = true;
                         }
                         // Put the unsent resend window back for next time.
-                        window.push(resend, &ForwardStats::default());
+                        window.push(resend, &self.stats);
                         if stopping {
                             break;
                         }

@@ -84,13 +84,27 @@ impl Fault {
     }
 }
 
-struct MapTables;
+/// The maps as the decision sees them, for one packet: the policy
+/// generation is read once, so that every lookup for the packet uses the
+/// same policy even when a reload switches in the middle of it.
+struct MapTables {
+    generation: u8,
+}
+
+impl MapTables {
+    #[inline(always)]
+    fn for_this_packet() -> Self {
+        // Only ever 0 or 1; masked so that a stray value still names one.
+        Self {
+            generation: ACTIVE.get(0).map_or(0, |g| (*g & 1) as u8),
+        }
+    }
+}
 
 impl Tables for MapTables {
     #[inline(always)]
     fn generation(&self) -> u8 {
-        // Only ever 0 or 1; masked so that a stray value still names one.
-        ACTIVE.get(0).map_or(0, |g| (*g & 1) as u8)
+        self.generation
     }
 
     #[inline(always)]
@@ -194,7 +208,12 @@ fn try_filter(ctx: &XdpContext) -> Result<u32, Fault> {
     }
     *lay = Layout::default();
     let frame = Frame::new(buf, copy, wire_len);
-    *decision = decide(&frame, &mut MapTables, &mut NoObserver, lay);
+    *decision = decide(
+        &frame,
+        &mut MapTables::for_this_packet(),
+        &mut NoObserver,
+        lay,
+    );
     // Read back from map memory, where the verifier does not track values:
     // every verdict then reaches the code below as one state instead of one
     // per (reason, ADU count) pair, which would exceed the 1M-instruction
