@@ -47,6 +47,15 @@ fn rule_value(ranges: &[(u16, u16)]) -> RuleValue {
     r
 }
 
+/// A zone's bit in the kernel's ingress masks: its position in the policy
+/// (validation keeps zones below `MAX_ZONES` and names them all).
+pub fn zone_index(p: &Policy, zone: &str) -> u8 {
+    p.zones
+        .iter()
+        .position(|z| z.name == zone)
+        .map_or(u8::MAX, |i| i as u8)
+}
+
 pub fn compile(p: &Policy) -> Compiled {
     let mut settings = Settings::default();
     let mut ports: Vec<u16> = p.assets.iter().map(|a| a.port).collect();
@@ -76,7 +85,8 @@ pub fn compile(p: &Policy) -> Compiled {
                 OnDeny::Reset => ON_DENY_RESET,
                 OnDeny::Drop => ON_DENY_DROP,
             },
-            _pad: [0; 2],
+            client_zone: zone_index(p, &c.from),
+            server_zone: zone_index(p, &asset.zone),
             units,
         };
         for src in &c.sources {

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, net::IpAddr, ops::Range as Span};
 
 use bessai_common::{
-    MAX_POLICY_CONDUITS, MAX_PORTS, MAX_RANGES,
+    MAX_POLICY_CONDUITS, MAX_PORTS, MAX_RANGES, MAX_ZONES,
     modbus::{RuleShape, rule_shape},
 };
 use toml::Spanned;
@@ -398,9 +398,19 @@ pub fn validate(source: &str, file: &str) -> Result<Policy, PolicyErrors> {
 
     let mut names = HashMap::new();
     let mut zones = Vec::new();
-    for z in &raw.zones {
+    for (i, z) in raw.zones.iter().enumerate() {
         let z = z.get_ref();
         ck.unique(&mut names, "zone", &z.name);
+        if i == MAX_ZONES {
+            // Interfaces carry their zones as a 64-bit mask in the kernel.
+            ck.err(
+                z.name.span(),
+                ErrorKind::TooMany {
+                    what: "zones",
+                    max: MAX_ZONES,
+                },
+            );
+        }
         if z.networks.get_ref().is_empty() {
             ck.err(z.networks.span(), ErrorKind::Empty("networks"));
         }

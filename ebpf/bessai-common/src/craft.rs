@@ -46,6 +46,11 @@ impl TcpFrame {
         self
     }
 
+    pub fn ack(mut self, ack: u32) -> Self {
+        self.ack = ack;
+        self
+    }
+
     pub fn flags(mut self, flags: u8) -> Self {
         self.flags = flags;
         self

@@ -7,10 +7,13 @@
 
 use crate::{
     frame::Frame,
-    modbus::{AduInfo, AduVerdict},
+    modbus::{AduInfo, AduVerdict, judge_adu},
     reason::{Action, Reason},
     tcp_flow,
-    types::{Addr, Conduit, ConduitKey, FlowKey, FlowState, NO_CONDUIT, Rule, ipv4_mapped},
+    types::{
+        Addr, Conduit, ConduitKey, FlowKey, FlowState, HalfOpen, MAX_ADUS, NO_CONDUIT, Rule,
+        StreamKey, ipv4_mapped,
+    },
 };
 
 const ETH_P_IPV4: u16 = 0x0800;
@@ -25,9 +28,10 @@ const IPV6_DEST_OPTS: u8 = 60;
 /// IPv6 extension headers walked before giving up (bounded loop).
 const IPV6_MAX_EXT: usize = 4;
 
-/// Lookups the decision needs. The XDP program implements them with BPF maps,
-/// the host with in-memory tables compiled from the same policy.
-pub trait Tables {
+/// The policy as the decision reads it: lookups only. The XDP program
+/// implements them with BPF maps, the host with in-memory tables compiled
+/// from the same policy.
+pub trait Policy {
     /// The policy generation in force (see [`crate::types::GENERATIONS`]);
     /// the host tables hold one policy, generation 0.
     fn generation(&self) -> u8 {
@@ -39,27 +43,152 @@ pub trait Tables {
     /// Longest-prefix match on the source, exact on destination and port.
     fn conduit(&self, key: &ConduitKey) -> Option<Conduit>;
     fn rule(&self, key: &crate::types::RuleKey) -> Option<&Rule>;
-    fn flow(&self, key: &FlowKey) -> Option<FlowState>;
-    fn set_flow(&mut self, key: &FlowKey, state: &FlowState);
+    /// Zones of the interface the frame arrived on, one bit per zone index
+    /// (see [`Conduit::client_zone`]). The host, which replays captures
+    /// without interfaces, answers every zone.
+    fn ingress_zones(&self) -> u64;
+    /// The per-boot secret of [`crate::stream_hash`].
+    fn stream_key(&self) -> StreamKey;
+
+    /// Judges the ADUs of `len` bytes of client data at `off`. The kernel
+    /// runs the same steps ([`adu_step`]) under `bpf_loop`, so that the number
+    /// of ADUs is bounded by the segment, not by the verifier.
+    #[inline(always)]
+    fn judge_adus<O: AduObserver>(
+        &self,
+        f: &Frame,
+        conduit: &Conduit,
+        off: usize,
+        len: usize,
+        obs: &mut O,
+    ) -> AduRun {
+        let mut run = AduRun::new(off, len);
+        let mut i = 0;
+        while i < MAX_ADUS && adu_step(f, self, conduit, &mut run, obs) {
+            i += 1;
+        }
+        run.finish()
+    }
 
     /// Returns `v` unchanged. The eBPF side routes it through map memory,
     /// whose contents the verifier does not track, so that the paths that
-    /// reach a merge point (header variants before the ADU loop, the
-    /// iterations of the loop, its exits) continue as one state instead of
-    /// each re-verifying everything after it: this keeps the program inside
-    /// the verifier's budget of one million instructions.
+    /// reach a merge point continue as one state instead of each re-verifying
+    /// everything after it: this keeps the program inside the verifier's budget.
     #[inline(always)]
-    fn forget<V: Copy>(&mut self, v: V) -> V {
+    fn forget<V: Copy>(&self, v: V) -> V {
         v
     }
 }
 
-/// How far the ADU loop got in a segment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AduProgress {
+/// Connection state: what the normalizer ([`crate::tcp_flow`]) keeps per
+/// flow. The kernel keeps established and half-open connections in separate
+/// tables, so that SYNs can never evict an established connection.
+pub trait Flows {
+    fn flow_mut(&mut self, key: &FlowKey) -> Option<&mut FlowState>;
+    /// Starts tracking an established connection (see
+    /// [`FlowState::established`]); false when the table is full.
+    fn establish(&mut self, key: &FlowKey, next: u32, conduit: u16, server_zone: u8) -> bool;
+    fn remove_flow(&mut self, key: &FlowKey);
+    fn half_open(&self, key: &FlowKey) -> Option<HalfOpen>;
+    fn set_half_open(&mut self, key: &FlowKey, h: &HalfOpen);
+    fn remove_half_open(&mut self, key: &FlowKey);
+    /// Adds one to a `STAT_*` counter.
+    fn count(&mut self, stat: u32);
+}
+
+/// Both halves of what the decision needs, borrowed separately so that a
+/// connection's state can be updated while the policy is read.
+pub trait Tables {
+    type Policy: Policy;
+    type Flows: Flows;
+    fn split(&mut self) -> (&Self::Policy, &mut Self::Flows);
+}
+
+/// One step of the ADU loop: judges the ADU at the run's position. Returns
+/// false when the run is over (end of the data, or a denied ADU).
+#[inline(always)]
+pub fn adu_step<P: Policy + ?Sized, O: AduObserver>(
+    f: &Frame,
+    policy: &P,
+    conduit: &Conduit,
+    run: &mut AduRun,
+    obs: &mut O,
+) -> bool {
+    if run.consumed >= run.len {
+        return false;
+    }
+    let v = judge_adu(
+        f,
+        run.off + run.consumed,
+        run.len - run.consumed,
+        conduit,
+        policy,
+    );
+    obs.adu(conduit.id, &v);
+    if v.reason != Reason::Allowed {
+        run.reason = v.reason;
+        run.has_adu = v.len > 0;
+        run.adu = if v.len > 0 {
+            v.info
+        } else {
+            AduInfo::default()
+        };
+        return false;
+    }
+    run.consumed += v.len;
+    run.allowed += 1;
+    run.adu = v.info;
+    run.has_adu = true;
+    true
+}
+
+/// The ADU loop over a stretch of client data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AduRun {
+    pub off: usize,
+    pub len: usize,
     pub consumed: usize,
-    pub allowed: u8,
-    pub last: AduInfo,
+    /// ADUs allowed so far.
+    pub allowed: u16,
+    /// `Allowed` until an ADU is denied.
+    pub reason: Reason,
+    /// `adu` describes a parsed ADU: the denied one, or the last allowed.
+    pub has_adu: bool,
+    pub adu: AduInfo,
+}
+
+impl AduRun {
+    #[inline(always)]
+    pub const fn new(off: usize, len: usize) -> Self {
+        Self {
+            off,
+            len,
+            consumed: 0,
+            allowed: 0,
+            reason: Reason::Allowed,
+            has_adu: false,
+            adu: AduInfo {
+                transaction: 0,
+                unit: 0,
+                function: 0,
+                address: 0,
+                quantity: 0,
+                write_address: 0,
+                write_quantity: 0,
+                write_denied: false,
+            },
+        }
+    }
+
+    /// After the last step: data left unjudged is a denial of its own.
+    #[inline(always)]
+    pub fn finish(mut self) -> Self {
+        if self.reason == Reason::Allowed && self.consumed < self.len {
+            self.reason = Reason::TooManyAdus;
+            self.has_adu = false;
+        }
+        self
+    }
 }
 
 /// Sees every request ADU judged (host reports); the kernel uses [`NoObserver`].
@@ -102,8 +231,11 @@ pub struct Decision {
     /// `adu` describes a parsed ADU.
     pub has_adu: bool,
     pub adu: AduInfo,
-    /// ADUs allowed in this segment.
-    pub allowed_adus: u8,
+    /// ADUs allowed in this segment (counted only when the segment passes).
+    pub allowed_adus: u16,
+    /// `ResetServer`: the sequence number of the RST, the server's expected
+    /// next byte as the gateway tracks it (RFC 5961 accepts only that one).
+    pub rst_seq: u32,
 }
 
 impl Layout {
@@ -142,13 +274,21 @@ impl Decision {
                 quantity: 0,
                 write_address: 0,
                 write_quantity: 0,
+                write_denied: false,
             },
             allowed_adus: 0,
+            rst_seq: 0,
         }
     }
 
     pub(crate) const fn pass(reason: Reason) -> Self {
         Self::new(Action::Pass, reason)
+    }
+
+    /// A drop without an event: TCP recovers by itself, or the denial was
+    /// already reported.
+    pub(crate) const fn silent(reason: Reason) -> Self {
+        Self::new(Action::Drop, reason)
     }
 
     /// A drop that is reported to user space.
@@ -168,17 +308,111 @@ pub fn decide<T: Tables + ?Sized, O: AduObserver>(
     obs: &mut O,
     lay: &mut Layout,
 ) -> Decision {
+    let (policy, flows) = tables.split();
+    decide_with(f, policy, flows, obs, lay)
+}
+
+/// Headers first, then the client or server side of a conduit. Each part is
+/// a kernel subprogram with its own stack frame: the verifier limits the
+/// frames of one call chain to 512 bytes together, and no single inlined
+/// function of all of it would fit.
+#[inline(always)]
+fn decide_with<P: Policy + ?Sized, F: Flows + ?Sized, O: AduObserver>(
+    f: &Frame,
+    tables: &P,
+    flows: &mut F,
+    obs: &mut O,
+    lay: &mut Layout,
+) -> Decision {
+    let (key, flags) = match parse_headers(f, tables, lay) {
+        Ok(parsed) => parsed,
+        Err(d) => return d,
+    };
+    let (src_port, dst_port) = (lay.src_port, lay.dst_port);
+    if tables.is_protected_port(dst_port) {
+        let seg = tcp_flow::Segment {
+            f,
+            lay,
+            key: FlowKey {
+                client_port: src_port,
+                server_port: dst_port,
+                ..key
+            },
+            flags,
+        };
+        return match client_side(&seg, tables, flows) {
+            tcp_flow::Step::Done(d) => d,
+            tcp_flow::Step::Judge(p) => {
+                let run = tables.judge_adus(f, &p.conduit, p.off, p.len, obs);
+                let mut d = tcp_flow::commit(&seg, flows, &p, &run);
+                d.conduit = p.conduit.id;
+                d
+            }
+        };
+    }
+    if tables.is_protected_port(src_port) {
+        // From a conduit port: an answer, valid only on a tracked connection.
+        let seg = tcp_flow::Segment {
+            f,
+            lay,
+            key: FlowKey {
+                client: key.server,
+                server: key.client,
+                client_port: dst_port,
+                server_port: src_port,
+            },
+            flags,
+        };
+        return tcp_flow::server_segment(&seg, tables, flows);
+    }
+    Decision::pass(Reason::NotConduit)
+}
+
+/// A segment toward a conduit port: the conduit, then the normalizer.
+#[inline(never)]
+fn client_side<P: Policy + ?Sized, F: Flows + ?Sized>(
+    seg: &tcp_flow::Segment,
+    tables: &P,
+    flows: &mut F,
+) -> tcp_flow::Step {
+    let key = &seg.key;
+    let Some(conduit) = tables.conduit(&ConduitKey::new(
+        tables.generation(),
+        key.server,
+        key.server_port,
+        key.client,
+    )) else {
+        return tcp_flow::Step::Done(Decision::drop(Reason::NoConduit));
+    };
+    match tcp_flow::client_segment(seg, tables, flows, &conduit) {
+        tcp_flow::Step::Done(mut d) => {
+            d.conduit = conduit.id;
+            tcp_flow::Step::Done(d)
+        }
+        judge => judge,
+    }
+}
+
+/// Ethernet, IP and TCP headers into `lay`: the packet's addresses (source
+/// as `client`, ports unset) and TCP flags, or the verdict for a frame that
+/// is not a judgeable TCP segment.
+#[inline(never)]
+fn parse_headers<P: Policy + ?Sized>(
+    f: &Frame,
+    tables: &P,
+    lay: &mut Layout,
+) -> Result<(FlowKey, u8), Decision> {
     let Some(mut ethertype) = f.be16(12) else {
         // Shorter than an Ethernet header: not IP, nothing of ours.
-        return Decision::pass(Reason::NotConduit);
+        return Err(Decision::pass(Reason::NotConduit));
     };
     let mut l3 = 14;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         let Some(inner) = f.be16(16) else {
-            return Decision::drop(Reason::Malformed);
+            return Err(Decision::drop(Reason::Malformed));
         };
         if inner == ETH_P_8021Q || inner == ETH_P_8021AD {
-            return Decision::drop(Reason::Encapsulation);
+            return Err(Decision::drop(Reason::Encapsulation));
         }
         ethertype = inner;
         l3 = 18;
@@ -187,11 +421,11 @@ pub fn decide<T: Tables + ?Sized, O: AduObserver>(
     let ip = match ethertype {
         ETH_P_IPV4 => parse_ipv4(f, tables, lay),
         ETH_P_IPV6 => parse_ipv6(f, tables, lay),
-        _ => return Decision::pass(Reason::NotConduit),
+        _ => return Err(Decision::pass(Reason::NotConduit)),
     };
     let (ip_end, key) = match ip {
         IpOutcome::Tcp { ip_end, key } => (ip_end, key),
-        IpOutcome::Verdict(d) => return d,
+        IpOutcome::Verdict(d) => return Err(d),
     };
     let l4 = lay.l4;
     let (Some(src_port), Some(dst_port), Some(seq), Some(ack), Some(off_byte), Some(flags)) = (
@@ -202,11 +436,11 @@ pub fn decide<T: Tables + ?Sized, O: AduObserver>(
         f.u8(l4 + 12),
         f.u8(l4 + 13),
     ) else {
-        return Decision::drop(Reason::Malformed);
+        return Err(Decision::drop(Reason::Malformed));
     };
     let doff = (off_byte >> 4) as usize * 4;
     if doff < 20 || l4 + doff > ip_end {
-        return Decision::drop(Reason::Malformed);
+        return Err(Decision::drop(Reason::Malformed));
     }
     lay.src_port = src_port;
     lay.dst_port = dst_port;
@@ -218,45 +452,7 @@ pub fn decide<T: Tables + ?Sized, O: AduObserver>(
     // frame's first RST_MAX bytes.
     lay.rst_ok = lay.rst_ok && l4 + 20 <= crate::rst::RST_MAX;
 
-    // Header variants (VLAN or not, IPv4 or IPv6, extension headers) differ
-    // only in these offsets from here on.
-    let (l4, payload, payload_len, rst_ok, flags, key) =
-        tables.forget((lay.l4, lay.payload, lay.payload_len, lay.rst_ok, flags, key));
-    (lay.l4, lay.payload, lay.payload_len, lay.rst_ok) = (l4, payload, payload_len, rst_ok);
-    if tables.is_protected_port(dst_port) {
-        let Some(conduit) = tables.conduit(&ConduitKey::new(
-            tables.generation(),
-            key.server,
-            dst_port,
-            key.client,
-        )) else {
-            return Decision::drop(Reason::NoConduit);
-        };
-        let key = FlowKey {
-            client_port: src_port,
-            server_port: dst_port,
-            ..key
-        };
-        let mut d = tcp_flow::judge_client_segment(f, tables, obs, &conduit, &key, flags, lay);
-        d.conduit = conduit.id;
-        return d;
-    }
-    if tables.is_protected_port(src_port) {
-        return match tables.conduit(&ConduitKey::new(
-            tables.generation(),
-            key.client,
-            src_port,
-            key.server,
-        )) {
-            Some(conduit) => {
-                let mut d = Decision::pass(Reason::Response);
-                d.conduit = conduit.id;
-                d
-            }
-            None => Decision::drop(Reason::NoConduit),
-        };
-    }
-    Decision::pass(Reason::NotConduit)
+    Ok((key, flags))
 }
 
 enum IpOutcome {
@@ -270,7 +466,7 @@ enum IpOutcome {
 }
 
 #[inline(always)]
-fn parse_ipv4<T: Tables + ?Sized>(f: &Frame, tables: &T, lay: &mut Layout) -> IpOutcome {
+fn parse_ipv4<P: Policy + ?Sized>(f: &Frame, tables: &P, lay: &mut Layout) -> IpOutcome {
     let l3 = lay.l3;
     let (Some(vihl), Some(total), Some(frag), Some(proto), Some(src), Some(dst)) = (
         f.u8(l3),
@@ -318,7 +514,7 @@ fn parse_ipv4<T: Tables + ?Sized>(f: &Frame, tables: &T, lay: &mut Layout) -> Ip
 }
 
 #[inline(always)]
-fn parse_ipv6<T: Tables + ?Sized>(f: &Frame, tables: &T, lay: &mut Layout) -> IpOutcome {
+fn parse_ipv6<P: Policy + ?Sized>(f: &Frame, tables: &P, lay: &mut Layout) -> IpOutcome {
     let l3 = lay.l3;
     let (Some(v), Some(plen), Some(mut next), Some(src), Some(dst)) = (
         f.u8(l3),

@@ -1,23 +1,45 @@
 //! The host side of [`Tables`]: the same lookups as the BPF maps, in memory,
 //! for tests and pcap replay. Semantics follow the kernel's maps exactly
 //! (longest-prefix match over the key's leading bits; flows keyed bytewise),
-//! except that the flow table here never evicts.
+//! except that the flow tables here never evict.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::{
-    decide::Tables,
-    types::{Addr, Conduit, ConduitKey, FlowKey, FlowState, Rule, RuleKey, Settings},
+    decide::{Flows, Policy, Tables},
+    types::{
+        Addr, Conduit, ConduitKey, FlowKey, FlowState, HalfOpen, NUM_STATS, Rule, RuleKey,
+        Settings, StreamKey,
+    },
 };
 
+/// A compiled policy in memory.
 #[derive(Clone, Debug, Default)]
-pub struct HostTables {
+pub struct HostPolicy {
     pub settings: Settings,
     /// LPM entries, longest prefix first.
     conduits: Vec<(ConduitKey, Conduit)>,
     rules: HashMap<RuleKey, Rule>,
     assets: HashSet<Addr>,
+    /// Zones of the interface frames arrive on; every zone by default (a
+    /// capture does not say which port a frame came in on).
+    pub ingress_zones: u64,
+    pub stream_key: StreamKey,
+}
+
+/// Connection state in memory.
+#[derive(Clone, Debug, Default)]
+pub struct HostFlows {
     flows: HashMap<FlowKey, FlowState>,
+    half_open: HashMap<FlowKey, HalfOpen>,
+    /// The kernel's `STAT_*` counters.
+    pub stats: [u64; NUM_STATS as usize],
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct HostTables {
+    pub policy: HostPolicy,
+    pub flows: HostFlows,
 }
 
 impl HostTables {
@@ -30,21 +52,47 @@ impl HostTables {
         let mut conduits: Vec<_> = conduits.into_iter().collect();
         conduits.sort_by_key(|(k, _)| std::cmp::Reverse(k.prefix_len));
         Self {
-            settings,
-            conduits,
-            rules: rules.into_iter().collect(),
-            assets: assets.into_iter().collect(),
-            flows: HashMap::new(),
+            policy: HostPolicy {
+                settings,
+                conduits,
+                rules: rules.into_iter().collect(),
+                assets: assets.into_iter().collect(),
+                ingress_zones: u64::MAX,
+                stream_key: random_stream_key(),
+            },
+            flows: HostFlows::default(),
         }
     }
 
     /// Forgets every tracked connection (as a fresh program would).
     pub fn clear_flows(&mut self) {
-        self.flows.clear();
+        self.flows.flows.clear();
+        self.flows.half_open.clear();
     }
 
     pub fn flow_count(&self) -> usize {
-        self.flows.len()
+        self.flows.flows.len()
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Option<&FlowState> {
+        self.flows.flows.get(key)
+    }
+
+    pub fn half_open(&self, key: &FlowKey) -> Option<&HalfOpen> {
+        self.flows.half_open.get(key)
+    }
+}
+
+/// A stream key from the OS's random source, as the daemon writes into the kernel.
+pub fn random_stream_key() -> StreamKey {
+    use std::hash::{BuildHasher, RandomState};
+    // RandomState is seeded from the OS's random source; two draws of 31 bits.
+    let draw = |i: u64| {
+        let v = RandomState::new().hash_one(i) % (crate::stream_hash::P - 2);
+        v + 2
+    };
+    StreamKey {
+        r: [draw(1), draw(2)],
     }
 }
 
@@ -61,7 +109,7 @@ fn prefix_matches(entry: &[u8; 36], key: &[u8; 36], bits: u32) -> bool {
     entry[full] & mask == key[full] & mask
 }
 
-impl Tables for HostTables {
+impl Policy for HostPolicy {
     fn is_protected_port(&self, port: u16) -> bool {
         self.settings.is_protected_port(port)
     }
@@ -84,11 +132,54 @@ impl Tables for HostTables {
         self.rules.get(key)
     }
 
-    fn flow(&self, key: &FlowKey) -> Option<FlowState> {
-        self.flows.get(key).copied()
+    fn ingress_zones(&self) -> u64 {
+        self.ingress_zones
     }
 
-    fn set_flow(&mut self, key: &FlowKey, state: &FlowState) {
-        self.flows.insert(*key, *state);
+    fn stream_key(&self) -> StreamKey {
+        self.stream_key
+    }
+}
+
+impl Flows for HostFlows {
+    fn flow_mut(&mut self, key: &FlowKey) -> Option<&mut FlowState> {
+        self.flows.get_mut(key)
+    }
+
+    fn establish(&mut self, key: &FlowKey, next: u32, conduit: u16, server_zone: u8) -> bool {
+        self.flows
+            .insert(*key, FlowState::established(next, conduit, server_zone));
+        true
+    }
+
+    fn remove_flow(&mut self, key: &FlowKey) {
+        self.flows.remove(key);
+    }
+
+    fn half_open(&self, key: &FlowKey) -> Option<HalfOpen> {
+        self.half_open.get(key).copied()
+    }
+
+    fn set_half_open(&mut self, key: &FlowKey, h: &HalfOpen) {
+        self.half_open.insert(*key, *h);
+    }
+
+    fn remove_half_open(&mut self, key: &FlowKey) {
+        self.half_open.remove(key);
+    }
+
+    fn count(&mut self, stat: u32) {
+        if let Some(c) = self.stats.get_mut(stat as usize) {
+            *c += 1;
+        }
+    }
+}
+
+impl Tables for HostTables {
+    type Policy = HostPolicy;
+    type Flows = HostFlows;
+
+    fn split(&mut self) -> (&HostPolicy, &mut HostFlows) {
+        (&self.policy, &mut self.flows)
     }
 }

@@ -20,12 +20,15 @@ pub mod host;
 pub mod modbus;
 pub mod reason;
 pub mod rst;
+pub mod stream_hash;
 pub mod tcp_flow;
 pub mod types;
 
 #[cfg(test)]
 mod tests;
 
-pub use decide::{AduObserver, AduProgress, Decision, Layout, NoObserver, Tables, decide};
+pub use decide::{
+    AduObserver, AduRun, Decision, Flows, Layout, NoObserver, Policy, Tables, adu_step, decide,
+};
 pub use reason::{Action, Reason};
 pub use types::*;

@@ -3,7 +3,7 @@
 //! Specification V1.1b3 (quantities per function, byte counts).
 
 use crate::{
-    decide::Tables,
+    decide::Policy,
     frame::Frame,
     reason::Reason,
     types::{Conduit, PART_MAIN, PART_WRITE, RuleKey},
@@ -94,6 +94,8 @@ pub struct AduInfo {
     /// FC 23: the write half, reported when the write is what was denied.
     pub write_address: u16,
     pub write_quantity: u16,
+    /// FC 23: the write half was denied (the read half was allowed).
+    pub write_denied: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +132,7 @@ impl Request {
 /// Judges the request ADU that starts at `off`, with `remaining` bytes of the
 /// segment from there on.
 #[inline(always)]
-pub fn judge_adu<T: Tables + ?Sized>(
+pub fn judge_adu<T: Policy + ?Sized>(
     f: &Frame,
     off: usize,
     remaining: usize,
@@ -187,7 +189,9 @@ pub fn judge_adu<T: Tables + ?Sized>(
             info.quantity = req.quantity;
             info.write_address = req.write_address;
             info.write_quantity = req.write_quantity;
-            check_policy(&req, unit, function, conduit, tables)
+            let (reason, write_denied) = check_policy(&req, unit, function, conduit, tables);
+            info.write_denied = write_denied;
+            reason
         }
     };
     AduVerdict {
@@ -317,8 +321,36 @@ fn parse_request(f: &Frame, pdu: usize, pdu_len: usize, function: u8) -> Result<
     }
 }
 
+/// The verdict, and whether it was FC 23's write half that was denied.
 #[inline(always)]
-fn check_policy<T: Tables + ?Sized>(
+fn check_policy<T: Policy + ?Sized>(
+    req: &Request,
+    unit: u8,
+    function: u8,
+    conduit: &Conduit,
+    tables: &T,
+) -> (Reason, bool) {
+    if rule_shape(function) == RuleShape::ReadWrite {
+        let read = check_main(req, unit, function, conduit, tables);
+        if read != Reason::Allowed {
+            return (read, false);
+        }
+        let write = match tables.rule(&RuleKey {
+            conduit: conduit.id,
+            function,
+            part: PART_WRITE,
+        }) {
+            Some(write_rule) => check_range(write_rule, req.write_address, req.write_quantity),
+            None => Reason::AddressDenied,
+        };
+        return (write, write != Reason::Allowed);
+    }
+    (check_main(req, unit, function, conduit, tables), false)
+}
+
+/// Unit, function and the main address range (FC 23: its read half).
+#[inline(always)]
+fn check_main<T: Policy + ?Sized>(
     req: &Request,
     unit: u8,
     function: u8,
@@ -344,21 +376,7 @@ fn check_policy<T: Tables + ?Sized>(
                 Reason::SubfunctionDenied
             }
         }
-        RuleShape::Addresses => check_range(rule, req.address, req.quantity),
-        RuleShape::ReadWrite => {
-            let read = check_range(rule, req.address, req.quantity);
-            if read != Reason::Allowed {
-                return read;
-            }
-            match tables.rule(&RuleKey {
-                conduit: conduit.id,
-                function,
-                part: PART_WRITE,
-            }) {
-                Some(write_rule) => check_range(write_rule, req.write_address, req.write_quantity),
-                None => Reason::AddressDenied,
-            }
-        }
+        RuleShape::Addresses | RuleShape::ReadWrite => check_range(rule, req.address, req.quantity),
     }
 }
 

@@ -34,7 +34,7 @@ impl Action {
     }
 }
 
-pub const NUM_REASONS: usize = 32;
+pub const NUM_REASONS: usize = 48;
 
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,6 +47,11 @@ pub enum Reason {
     Response = 2,
     /// TCP without payload on a conduit (handshake, ACK, FIN, RST).
     TcpControl = 3,
+    /// Client bytes the server already acknowledged (keep-alive, old
+    /// duplicate): the server discards them, so they pass unjudged.
+    Duplicate = 4,
+    /// A retransmission whose bytes equal those judged before (and nothing new).
+    Retransmission = 5,
 
     /// To a conduit port from a host in no conduit (or from a conduit port to a
     /// host in none).
@@ -66,7 +71,8 @@ pub enum Reason {
     UnknownFlow = 17,
     /// Data overlapping bytes already judged (overlap evasion).
     TcpOverlap = 18,
-    /// Data ahead of the next expected byte.
+    /// Data ahead of the next expected byte: dropped silently and counted,
+    /// the client retransmits what is missing and then this.
     OutOfOrder = 19,
     /// Payload on a SYN (TCP Fast Open): not judged, so not passed.
     SynData = 20,
@@ -87,11 +93,39 @@ pub enum Reason {
     PduMalformed = 30,
     /// A client packet on a connection already reset: answered with a RST, no new event.
     ResetRepeat = 31,
+    /// A retransmission whose bytes differ from those already judged and not
+    /// yet acknowledged (overlap evasion: a receiver may keep either copy).
+    RetransmitMismatch = 32,
+    /// A retransmission that does not start and end on judged segment
+    /// boundaries, so its bytes cannot be compared: dropped silently, counted.
+    Unverifiable = 33,
+    /// New data while the connection already has the maximum of judged,
+    /// unacknowledged segments: dropped silently, counted.
+    WindowFull = 34,
+    /// A conduit client's (or asset's) address on an interface outside its zone.
+    Spoofed = 35,
+    /// From a conduit port toward a client, but not on a tracked connection.
+    NoFlow = 36,
+    /// The per-boot stream key is not set: conduit data cannot be tracked safely.
+    NoStreamKey = 37,
+    /// Client data on a connection whose earlier segment was denied with
+    /// `on_deny = "drop"`: dropped, reported once (the first denial).
+    DeniedRepeat = 38,
 }
 
 impl Reason {
+    /// A denial is reported (event, SIEM); silent drops are only counted.
     pub const fn is_denial(self) -> bool {
-        (self as u8) >= 10
+        (self as u8) >= 10 && !self.is_silent_drop()
+    }
+
+    /// Dropped without an event: the client's TCP recovers by retransmitting,
+    /// and nothing was refused that the policy forbids.
+    pub const fn is_silent_drop(self) -> bool {
+        matches!(
+            self,
+            Reason::OutOfOrder | Reason::Unverifiable | Reason::WindowFull
+        )
     }
 
     pub const fn as_str(self) -> &'static str {
@@ -100,6 +134,8 @@ impl Reason {
             Reason::Allowed => "allowed",
             Reason::Response => "response",
             Reason::TcpControl => "tcp-control",
+            Reason::Duplicate => "tcp-duplicate",
+            Reason::Retransmission => "tcp-retransmission",
             Reason::NoConduit => "no-conduit",
             Reason::IpFragment => "ip-fragment",
             Reason::Ipv6Extension => "ipv6-extension-header",
@@ -122,6 +158,13 @@ impl Reason {
             Reason::SubfunctionDenied => "subfunction-denied",
             Reason::PduMalformed => "pdu-malformed",
             Reason::ResetRepeat => "reset-repeat",
+            Reason::RetransmitMismatch => "tcp-retransmit-mismatch",
+            Reason::Unverifiable => "tcp-retransmit-unverifiable",
+            Reason::WindowFull => "tcp-window-full",
+            Reason::Spoofed => "spoofed-ingress",
+            Reason::NoFlow => "no-flow",
+            Reason::NoStreamKey => "no-stream-key",
+            Reason::DeniedRepeat => "denied-repeat",
         }
     }
 
@@ -131,6 +174,8 @@ impl Reason {
             1 => Reason::Allowed,
             2 => Reason::Response,
             3 => Reason::TcpControl,
+            4 => Reason::Duplicate,
+            5 => Reason::Retransmission,
             10 => Reason::NoConduit,
             11 => Reason::IpFragment,
             12 => Reason::Ipv6Extension,
@@ -153,16 +198,25 @@ impl Reason {
             29 => Reason::SubfunctionDenied,
             30 => Reason::PduMalformed,
             31 => Reason::ResetRepeat,
+            32 => Reason::RetransmitMismatch,
+            33 => Reason::Unverifiable,
+            34 => Reason::WindowFull,
+            35 => Reason::Spoofed,
+            36 => Reason::NoFlow,
+            37 => Reason::NoStreamKey,
+            38 => Reason::DeniedRepeat,
             _ => return None,
         })
     }
 
     /// Every reason, for reports and counter names.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 35] = [
         Reason::NotConduit,
         Reason::Allowed,
         Reason::Response,
         Reason::TcpControl,
+        Reason::Duplicate,
+        Reason::Retransmission,
         Reason::NoConduit,
         Reason::IpFragment,
         Reason::Ipv6Extension,
@@ -185,6 +239,13 @@ impl Reason {
         Reason::SubfunctionDenied,
         Reason::PduMalformed,
         Reason::ResetRepeat,
+        Reason::RetransmitMismatch,
+        Reason::Unverifiable,
+        Reason::WindowFull,
+        Reason::Spoofed,
+        Reason::NoFlow,
+        Reason::NoStreamKey,
+        Reason::DeniedRepeat,
     ];
 }
-const _: () = assert!((Reason::ResetRepeat as usize) < NUM_REASONS);
+const _: () = assert!((Reason::DeniedRepeat as usize) < NUM_REASONS);

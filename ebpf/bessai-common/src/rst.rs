@@ -3,7 +3,8 @@
 //! retransmitted for seconds and blocks every later request on the connection).
 //!
 //! The denied client segment becomes a RST toward the server (same addresses,
-//! its sequence number is exactly what the server expects next); any later
+//! with the sequence number the normalizer tracks as the server's next
+//! expected byte, the only one RFC 5961 lets reset a connection); any later
 //! client packet on that connection becomes a RST back to the client, with the
 //! sequence number the client acknowledged (its own `rcv_nxt`). Both are built
 //! here so that the host tests the bytes the kernel sends.
@@ -16,15 +17,17 @@ pub const RST_MAX: usize = 128;
 
 const TCP_RST_ACK: u8 = 0x14;
 
-/// Rewrites the frame into a RST toward the server. Returns the new length.
-#[inline(always)]
-pub fn rst_to_server(buf: &mut [u8; FRAME_MAX], lay: &Layout) -> usize {
-    finish(buf, lay, lay.seq, lay.ack)
+/// Rewrites the frame into a RST toward the server with sequence number
+/// `seq` (the server's expected next byte, `Decision::rst_seq`). Returns the
+/// new length. Not inlined: a kernel subprogram with its own stack frame.
+#[inline(never)]
+pub fn rst_to_server(buf: &mut [u8; FRAME_MAX], lay: &Layout, seq: u32) -> usize {
+    finish(buf, lay, seq, lay.ack)
 }
 
 /// Rewrites the frame into a RST back to the client (addresses and ports
-/// swapped). Returns the new length.
-#[inline(always)]
+/// swapped). Returns the new length. Not inlined, like [`rst_to_server`].
+#[inline(never)]
 pub fn rst_to_client(buf: &mut [u8; FRAME_MAX], lay: &Layout) -> usize {
     let (l3, tcp) = offsets(lay);
     swap(buf, 0, 6, 6);

@@ -1,243 +1,572 @@
-//! Per-connection stream tracking for client -> server segments.
+//! The TCP normalizer: what the gateway must know of a connection so that the
+//! byte stream the server's TCP delivers to its Modbus server holds only
+//! ADUs the policy allows, whatever a client inside a conduit sends.
 //!
-//! The server reassembles a byte stream; the gateway judges segments. The two
-//! views agree only while every judged segment starts where the previous one
-//! ended, so anything that could make them diverge fails closed: a segment
-//! that partly overlaps bytes already judged (Ptacek & Newsham's overlap
-//! evasion), new data ahead of the next expected byte, URG, and data on a
-//! connection whose handshake the gateway never saw. TCP retransmits in order,
-//! so none of this fires in normal operation. An exact retransmission of the
-//! last judged segment is judged again (its content may differ: the first copy
-//! may have been lost behind the gateway).
+//! Threat model: the attacker controls a client (its addresses, ports,
+//! sequence numbers, flags, checksums and timing) but not the server, and
+//! cannot inject on the asset's side of the gateway. Rules, each checkable
+//! against RFC 9293 (TCP), RFC 5961 (blind in-window attacks) and RFC 1122:
+//! - **Handshake** ([`client_syn`], [`server_segment`], [`complete_handshake`]):
+//!   a connection is tracked only once the server's SYN-ACK acknowledged the
+//!   client's ISN + 1 and the client's ACK carries ISN + 1 and the server's
+//!   ISN + 1. Until then no client data passes. A SYN never moves an open
+//!   connection (the server answers it with a challenge ACK, RFC 5961 §4); a
+//!   tuple is reused only after both FINs, a RST, or our own reset.
+//! - **Judged stream** ([`FlowState`]): `judged_end` is the next byte to
+//!   judge, always an ADU boundary; `acked` is the highest byte the server
+//!   acknowledged. A server never delivers a byte twice and discards bytes
+//!   below its `RCV.NXT` (RFC 9293 §3.10.7.4), so:
+//!   - bytes at or below `acked` pass unjudged (keep-alives, old duplicates);
+//!   - bytes in `[acked, judged_end)` may still be missing at the server, and
+//!     a receiver may keep any copy of them (Linux replaces queued
+//!     out-of-order data with a newer covering copy; lwIP trims and keeps
+//!     the first): every copy must equal the judged bytes. Judged segments
+//!     are recorded with a keyed hash ([`crate::stream_hash`]); a
+//!     retransmission must cover whole records and hash to their sum;
+//!   - new bytes are judged from `judged_end`, an ADU boundary, so the
+//!     gateway and the server parse the same ADUs;
+//!   - bytes ahead of `judged_end` are dropped silently: the client
+//!     retransmits the missing bytes first (out of order is not a denial).
+//! - **State changes need the server's word**: a bad checksum cannot open a
+//!   bypass, because no state change lets unjudged bytes through: a client
+//!   RST closes the tracked connection only at exactly `judged_end` (where
+//!   the server would accept it), after which data is denied as unknown, and
+//!   establishment needs the server's SYN-ACK, which arrives only from the
+//!   asset's zone.
+//! - **Answers** pass only on tracked connections, from the asset's zone.
 
 use crate::{
-    decide::{AduObserver, AduProgress, Decision, Layout, Tables},
+    decide::{AduRun, Decision, Flows, Layout, Policy},
     frame::Frame,
-    modbus::{AduInfo, judge_adu},
     reason::{Action, Reason},
+    stream_hash::{self, Lanes},
     types::{
-        Conduit, FLOW_DROPPED, FLOW_OPEN, FLOW_RESETTING, FlowKey, FlowState, MAX_ADUS,
-        MODE_MONITOR, ON_DENY_RESET,
+        Conduit, FIN_CLIENT, FIN_SERVER, FLOW_DROPPED, FLOW_RESETTING, FlowKey, FlowState,
+        HALF_OPEN_SYN, HALF_OPEN_SYN_ACK, HalfOpen, MODE_MONITOR, ON_DENY_RESET, STAT_DUPLICATE,
+        STAT_ESTABLISHED, STAT_FLOW_TABLE_FULL, STAT_HALF_OPEN, STAT_OUT_OF_ORDER,
+        STAT_UNVERIFIABLE, STAT_WINDOW_FULL, STREAM_RECORDS, StreamKey,
     },
 };
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
-const TCP_URG: u8 = 0x20;
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
+
+/// `a < b` in sequence space (RFC 9293 §3.4).
+#[inline(always)]
+pub const fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
 
 #[inline(always)]
-pub(crate) fn judge_client_segment<T: Tables + ?Sized, O: AduObserver>(
-    f: &Frame,
-    tables: &mut T,
-    obs: &mut O,
+pub const fn seq_le(a: u32, b: u32) -> bool {
+    !seq_lt(b, a)
+}
+
+#[inline(always)]
+const fn in_zone(zones: u64, zone: u8) -> bool {
+    (zones >> (zone & 63)) & 1 == 1
+}
+
+/// The parts of one TCP segment the normalizer reads.
+pub(crate) struct Segment<'a> {
+    pub f: &'a Frame<'a>,
+    pub lay: &'a Layout,
+    /// Oriented client -> server.
+    pub key: FlowKey,
+    pub flags: u8,
+}
+
+/// A client segment toward a conduit's asset.
+#[inline(always)]
+pub(crate) fn client_segment<P: Policy + ?Sized, F: Flows + ?Sized>(
+    seg: &Segment,
+    policy: &P,
+    flows: &mut F,
+    conduit: &Conduit,
+) -> Step {
+    let (f, lay, key, flags) = (seg.f, seg.lay, &seg.key, seg.flags);
+    if !in_zone(policy.ingress_zones(), conduit.client_zone) {
+        return Step::Done(Decision::drop(Reason::Spoofed));
+    }
+    let len = lay.payload_len as u32;
+    if flags & TCP_SYN != 0 {
+        return Step::Done(client_syn(flows, conduit, key, flags, lay.seq, len));
+    }
+    if flows.flow_mut(key).is_none() {
+        complete_handshake(flows, conduit, key, flags, lay);
+    }
+    let stream_key = policy.stream_key();
+    let Some(flow) = flows.flow_mut(key) else {
+        if len == 0 || flags & TCP_RST != 0 {
+            // Nothing here reaches the server's application (a RST's payload
+            // is never delivered); the server answers a stray ACK or FIN with
+            // a RST of its own.
+            return Step::Done(Decision::pass(Reason::TcpControl));
+        }
+        return Step::Done(deny_untracked(conduit, Reason::UnknownFlow, lay));
+    };
+    let out = established(f, &stream_key, flow, conduit, flags, lay);
+    if let Some(stat) = out.stat {
+        flows.count(stat);
+    }
+    if out.close {
+        flows.remove_flow(key);
+    }
+    out.step
+}
+
+/// What [`established`] decided, and what to do to the tables afterwards
+/// (the connection's state is borrowed while it runs).
+struct Outcome {
+    step: Step,
+    stat: Option<u32>,
+    close: bool,
+}
+
+impl Outcome {
+    const fn of(decision: Decision) -> Self {
+        Self::of_step(Step::Done(decision))
+    }
+
+    const fn of_step(step: Step) -> Self {
+        Self {
+            step,
+            stat: None,
+            close: false,
+        }
+    }
+
+    const fn counted(decision: Decision, stat: u32) -> Self {
+        Self {
+            step: Step::Done(decision),
+            stat: Some(stat),
+            close: false,
+        }
+    }
+}
+
+#[inline(always)]
+fn client_syn<F: Flows + ?Sized>(
+    flows: &mut F,
+    conduit: &Conduit,
+    key: &FlowKey,
+    flags: u8,
+    seq: u32,
+    len: u32,
+) -> Decision {
+    if len > 0 {
+        // TCP Fast Open data: nothing judges it, so it does not pass.
+        return deny_stateless(conduit, Reason::SynData);
+    }
+    if flags & TCP_ACK != 0 {
+        // A SYN-ACK from the client side (simultaneous open): no Modbus
+        // server opens connections to its clients.
+        return Decision::silent(Reason::TcpControl);
+    }
+    if let Some(flow) = flows.flow_mut(key) {
+        let closed = flow.fin == FIN_CLIENT | FIN_SERVER || flow.state == FLOW_RESETTING;
+        if !closed {
+            // The server answers with a challenge ACK and keeps its state;
+            // so does the gateway.
+            return Decision::pass(Reason::TcpControl);
+        }
+        flows.remove_flow(key);
+    }
+    flows.set_half_open(
+        key,
+        &HalfOpen {
+            client_isn: seq,
+            server_isn: 0,
+            state: HALF_OPEN_SYN,
+            server_zone: conduit.server_zone,
+            _pad: [0; 2],
+        },
+    );
+    flows.count(STAT_HALF_OPEN);
+    Decision::pass(Reason::TcpControl)
+}
+
+/// The client's ACK that completes a handshake the server accepted.
+#[inline(always)]
+fn complete_handshake<F: Flows + ?Sized>(
+    flows: &mut F,
     conduit: &Conduit,
     key: &FlowKey,
     flags: u8,
     lay: &Layout,
-) -> Decision {
+) {
+    if flags & (TCP_ACK | TCP_RST) != TCP_ACK {
+        return;
+    }
+    let Some(h) = flows.half_open(key) else {
+        return;
+    };
+    let next = h.client_isn.wrapping_add(1);
+    if h.state != HALF_OPEN_SYN_ACK || lay.seq != next || lay.ack != h.server_isn.wrapping_add(1) {
+        return;
+    }
+    flows.remove_half_open(key);
+    if flows.establish(key, next, conduit.id, conduit.server_zone) {
+        flows.count(STAT_ESTABLISHED);
+    } else {
+        flows.count(STAT_FLOW_TABLE_FULL);
+    }
+}
+
+/// A client segment on a tracked connection.
+#[inline(always)]
+fn established(
+    f: &Frame,
+    stream_key: &StreamKey,
+    flow: &mut FlowState,
+    conduit: &Conduit,
+    flags: u8,
+    lay: &Layout,
+) -> Outcome {
     let seq = lay.seq;
     let len = lay.payload_len as u32;
-    if flags & TCP_RST != 0 {
-        return Decision::pass(Reason::TcpControl);
-    }
-    if flags & TCP_SYN != 0 {
-        if len > 0 {
-            return deny(tables, conduit, key, None, Reason::SynData, lay);
+    if flow.state == FLOW_RESETTING {
+        if flags & TCP_RST != 0 {
+            return Outcome::of(Decision::silent(Reason::ResetRepeat));
         }
-        if flags & TCP_ACK == 0 {
-            let next = seq.wrapping_add(1);
-            let fresh = FlowState {
-                next_seq: next,
-                last_start: next,
-                denied_seq: 0,
-                state: FLOW_OPEN,
-                _pad: [0; 3],
-            };
-            tables.set_flow(key, &fresh);
-        }
-        return Decision::pass(Reason::TcpControl);
-    }
-    let state = tables.flow(key);
-    if let Some(s) = state
-        && s.state == FLOW_RESETTING
-    {
         // The server already got a RST; answer the client so it reconnects.
-        let mut d = Decision::pass(Reason::ResetRepeat);
-        d.action = if lay.rst_ok {
-            Action::ResetClient
-        } else {
-            Action::Drop
-        };
-        return d;
+        let mut d = Decision::silent(Reason::ResetRepeat);
+        if lay.rst_ok {
+            d.action = Action::ResetClient;
+        }
+        return Outcome::of(d);
+    }
+    if flow.state == FLOW_DROPPED && len > 0 {
+        return Outcome::of(Decision::silent(Reason::DeniedRepeat));
     }
     if flags & TCP_URG != 0 {
-        return deny(tables, conduit, key, state, Reason::TcpUrgent, lay);
+        return Outcome::of(deny(flow, conduit, Reason::TcpUrgent, lay));
     }
-    let Some(s) = state else {
-        if len == 0 {
-            return Decision::pass(Reason::TcpControl);
-        }
-        return deny(tables, conduit, key, None, Reason::UnknownFlow, lay);
-    };
+    if flags & TCP_RST != 0 {
+        let mut out = Outcome::of(Decision::pass(Reason::TcpControl));
+        // RFC 5961 §3.2: the server resets only at exactly RCV.NXT.
+        out.close = seq == flow.judged_end;
+        return out;
+    }
     if len == 0 {
-        return Decision::pass(Reason::TcpControl);
-    }
-    let ahead = seq.wrapping_sub(s.next_seq) as i32;
-    let retransmit = seq == s.last_start && seq.wrapping_add(len) == s.next_seq;
-    if ahead != 0 && !retransmit {
-        if ahead > 0 {
-            // Silent: the missing bytes will be retransmitted, then this.
-            return Decision::drop(Reason::OutOfOrder);
+        if flags & TCP_FIN != 0 && seq == flow.judged_end {
+            flow.fin |= FIN_CLIENT;
         }
-        return deny(tables, conduit, key, state, Reason::TcpOverlap, lay);
+        return Outcome::of(Decision::pass(Reason::TcpControl));
     }
-    let retransmit = tables.forget(retransmit);
-    let d = judge_payload(f, tables, obs, conduit, lay);
-    let mut d = tables.forget(d);
-    if d.reason == Reason::Allowed {
-        if !retransmit {
-            let fin = if flags & TCP_FIN != 0 { 1 } else { 0 };
-            let next = FlowState {
-                next_seq: seq.wrapping_add(len).wrapping_add(fin),
-                last_start: seq,
-                denied_seq: 0,
-                state: FLOW_OPEN,
-                _pad: [0; 3],
-            };
-            tables.set_flow(key, &next);
+    if !stream_hash::key_is_set(stream_key) {
+        return Outcome::of(deny(flow, conduit, Reason::NoStreamKey, lay));
+    }
+    let end = seq.wrapping_add(len);
+    let judged = flow.judged_end;
+    // Offset in the payload of the first byte not judged yet.
+    let mut new_off = 0;
+    if seq_lt(seq, judged) {
+        if seq_le(end, flow.acked) {
+            return Outcome::counted(Decision::pass(Reason::Duplicate), STAT_DUPLICATE);
         }
-        return d;
-    }
-    let denied = deny(tables, conduit, key, state, d.reason, lay);
-    d.action = denied.action;
-    d.event = denied.event;
-    d.monitor = denied.monitor;
-    if d.monitor && !retransmit {
-        // Monitor mode passes the segment: the stream moves on past it.
-        let next = FlowState {
-            next_seq: seq.wrapping_add(len),
-            last_start: seq,
-            denied_seq: 0,
-            state: FLOW_OPEN,
-            _pad: [0; 3],
+        let from = if seq_lt(seq, flow.acked) {
+            flow.acked
+        } else {
+            seq
         };
-        tables.set_flow(key, &next);
+        let to = if seq_lt(judged, end) { judged } else { end };
+        let Some(expected) = recorded_hash(flow, from, to) else {
+            return Outcome::counted(Decision::silent(Reason::Unverifiable), STAT_UNVERIFIABLE);
+        };
+        let copy = hash_range(
+            f,
+            lay.payload + from.wrapping_sub(seq) as usize,
+            to.wrapping_sub(from) as usize,
+            stream_key,
+            stream_hash::position(flow, from),
+        );
+        if copy != expected {
+            return Outcome::of(deny(flow, conduit, Reason::RetransmitMismatch, lay));
+        }
+        if seq_le(end, judged) {
+            return Outcome::of(Decision::pass(Reason::Retransmission));
+        }
+        new_off = judged.wrapping_sub(seq) as usize;
+    } else if seq != judged {
+        return Outcome::counted(Decision::silent(Reason::OutOfOrder), STAT_OUT_OF_ORDER);
     }
-    d
+    forget_acked(flow);
+    if flow.count as usize >= STREAM_RECORDS {
+        return Outcome::counted(Decision::silent(Reason::WindowFull), STAT_WINDOW_FULL);
+    }
+    let new_len = end.wrapping_sub(judged) as usize;
+    let hash = hash_range(
+        f,
+        lay.payload + new_off,
+        new_len,
+        stream_key,
+        stream_hash::position(flow, judged),
+    );
+    Outcome::of_step(Step::Judge(Pending {
+        conduit: *conduit,
+        off: lay.payload + new_off,
+        len: new_len,
+        start: judged,
+        end,
+        hash,
+        fin: flags & TCP_FIN != 0,
+    }))
 }
 
-/// Judges every ADU of the segment; the first denied one decides.
-#[inline(always)]
-fn judge_payload<T: Tables + ?Sized, O: AduObserver>(
-    f: &Frame,
-    tables: &mut T,
-    obs: &mut O,
-    conduit: &Conduit,
-    lay: &Layout,
+/// What the normalizer asks for when a segment carries new bytes: judge the
+/// ADUs of `len` bytes at frame offset `off`, then [`commit`]. The ADU loop
+/// runs between the two, at the top of the decision, where the kernel's
+/// `bpf_loop` callback finds the most stack room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pending {
+    pub conduit: Conduit,
+    pub off: usize,
+    pub len: usize,
+    /// Stream range of the new bytes: `[start, end)`, `start` the old `judged_end`.
+    pub start: u32,
+    pub end: u32,
+    pub hash: u64,
+    pub fin: bool,
+}
+
+pub(crate) enum Step {
+    Done(Decision),
+    Judge(Pending),
+}
+
+/// Records judged bytes that pass (allowed, or a conduit in monitor mode),
+/// or applies the denial of the first denied ADU.
+#[inline(never)]
+pub(crate) fn commit<F: Flows + ?Sized>(
+    seg: &Segment,
+    flows: &mut F,
+    p: &Pending,
+    run: &AduRun,
 ) -> Decision {
-    let mut d = Decision::pass(Reason::Allowed);
-    if lay.payload + lay.payload_len > f.len() {
-        d.reason = Reason::Oversize;
-        return d;
+    let Some(flow) = flows.flow_mut(&seg.key) else {
+        // Evicted while its ADUs were judged: nothing passes untracked.
+        return Decision::silent(Reason::UnknownFlow);
+    };
+    if flow.judged_end != p.start {
+        return Decision::silent(Reason::OutOfOrder);
     }
-    let mut progress = AduProgress::default();
-    let mut i = 0;
-    while i < MAX_ADUS {
-        let consumed = progress.consumed;
-        if consumed >= lay.payload_len {
-            break;
-        }
-        let v = judge_adu(
-            f,
-            lay.payload + consumed,
-            lay.payload_len - consumed,
-            conduit,
-            &*tables,
-        );
-        obs.adu(conduit.id, &v);
-        if v.reason != Reason::Allowed {
-            d.reason = v.reason;
-            d.has_adu = v.len > 0;
-            d.adu = if v.len > 0 {
-                v.info
-            } else {
-                AduInfo::default()
-            };
-            d.allowed_adus = progress.allowed;
+    let mut d = Decision::pass(Reason::Allowed);
+    d.has_adu = run.has_adu;
+    d.adu = run.adu;
+    if run.reason != Reason::Allowed {
+        let denied = deny(flow, &p.conduit, run.reason, seg.lay);
+        d.action = denied.action;
+        d.reason = denied.reason;
+        d.event = denied.event;
+        d.monitor = denied.monitor;
+        d.rst_seq = denied.rst_seq;
+        if !d.monitor {
             return d;
         }
-        progress = tables.forget(AduProgress {
-            consumed: consumed + v.len,
-            allowed: progress.allowed + 1,
-            last: v.info,
-        });
-        i += 1;
     }
-    d.has_adu = progress.allowed > 0;
-    d.adu = progress.last;
-    d.allowed_adus = progress.allowed;
-    let consumed = progress.consumed;
-    if consumed < lay.payload_len {
-        d.reason = Reason::TooManyAdus;
-        d.has_adu = false;
+    d.allowed_adus = run.allowed;
+    record(flow, p.start, p.hash);
+    flow.judged_end = p.end;
+    if p.fin {
+        flow.fin |= FIN_CLIENT;
     }
     d
 }
 
-/// The verdict for a denied client segment, by the conduit's mode and action.
-/// Records in the flow state what later packets of the connection need.
-#[inline(always)]
-fn deny<T: Tables + ?Sized>(
-    tables: &mut T,
-    conduit: &Conduit,
-    key: &FlowKey,
-    state: Option<FlowState>,
-    reason: Reason,
-    lay: &Layout,
+/// A segment from a conduit port toward a client: valid only on a tracked
+/// connection (or as the SYN-ACK or refusal of one being opened), arriving
+/// from the asset's zone. Its ACK tells how much of the judged stream the
+/// server holds. Not inlined: in the kernel it is a subprogram with a stack
+/// frame of its own (at most five arguments, hence [`Segment`]).
+#[inline(never)]
+pub(crate) fn server_segment<P: Policy + ?Sized, F: Flows + ?Sized>(
+    seg: &Segment,
+    policy: &P,
+    flows: &mut F,
 ) -> Decision {
+    let (lay, key, flags) = (seg.lay, &seg.key, seg.flags);
+    let zones = policy.ingress_zones();
+    if let Some(flow) = flows.flow_mut(key) {
+        if !in_zone(zones, flow.server_zone) {
+            return Decision::drop(Reason::Spoofed);
+        }
+        let mut d = Decision::pass(Reason::Response);
+        d.conduit = flow.conduit;
+        if flags & TCP_ACK != 0 {
+            note_ack(flow, lay.ack);
+        }
+        if flags & TCP_FIN != 0 {
+            flow.fin |= FIN_SERVER;
+        }
+        if flags & TCP_RST != 0 {
+            flows.remove_flow(key);
+        }
+        return d;
+    }
+    let Some(mut h) = flows.half_open(key) else {
+        return Decision::drop(Reason::NoFlow);
+    };
+    if !in_zone(zones, h.server_zone) {
+        return Decision::drop(Reason::Spoofed);
+    }
+    if flags & TCP_RST != 0 {
+        // The server refused the connection.
+        flows.remove_half_open(key);
+        return Decision::pass(Reason::Response);
+    }
+    let syn_ack = flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK;
+    if syn_ack && lay.ack == h.client_isn.wrapping_add(1) && lay.payload_len == 0 {
+        h.server_isn = lay.seq;
+        h.state = HALF_OPEN_SYN_ACK;
+        flows.set_half_open(key, &h);
+        return Decision::pass(Reason::Response);
+    }
+    Decision::drop(Reason::NoFlow)
+}
+
+/// Moves `acked` forward to what the server acknowledged, never past what
+/// the gateway passed (an ACK of its FIN counts one more).
+#[inline(always)]
+fn note_ack(flow: &mut FlowState, ack: u32) {
+    let judged = flow.judged_end;
+    if seq_lt(flow.acked, ack) && seq_le(ack, judged.wrapping_add(1)) {
+        flow.acked = if seq_lt(judged, ack) { judged } else { ack };
+        forget_acked(flow);
+    }
+}
+
+/// Where record `i` (0 = oldest live) ends.
+#[inline(always)]
+fn record_end(flow: &FlowState, i: usize) -> u32 {
+    if i + 1 < flow.count as usize {
+        flow.rec_start[(flow.head as usize + i + 1) % STREAM_RECORDS]
+    } else {
+        flow.judged_end
+    }
+}
+
+/// Drops records the server has acknowledged completely.
+#[inline(always)]
+fn forget_acked(flow: &mut FlowState) {
+    let mut i = 0;
+    while i < STREAM_RECORDS {
+        if flow.count == 0 || !seq_le(record_end(flow, 0), flow.acked) {
+            break;
+        }
+        flow.head = ((flow.head as usize + 1) % STREAM_RECORDS) as u8;
+        flow.count -= 1;
+        i += 1;
+    }
+}
+
+#[inline(always)]
+fn record(flow: &mut FlowState, start: u32, hash: u64) {
+    let slot = (flow.head as usize + flow.count as usize) % STREAM_RECORDS;
+    flow.rec_start[slot] = start;
+    flow.rec_hash[slot] = hash;
+    flow.count += 1;
+}
+
+/// The sum of the hashes of the records that exactly cover `[from, to)`, or
+/// `None` when `from` or `to` falls inside a record (or outside them all).
+#[inline(always)]
+fn recorded_hash(flow: &FlowState, from: u32, to: u32) -> Option<u64> {
+    let mut sum = 0u64;
+    let mut started = false;
+    let mut i = 0;
+    while i < STREAM_RECORDS {
+        if i >= flow.count as usize {
+            break;
+        }
+        let slot = (flow.head as usize + i) % STREAM_RECORDS;
+        let end = record_end(flow, i);
+        if !started && flow.rec_start[slot] == from {
+            started = true;
+        }
+        if started {
+            sum = stream_hash::add(sum, flow.rec_hash[slot]);
+            if end == to {
+                return Some(sum);
+            }
+            if seq_lt(to, end) {
+                return None;
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The stream hash of `len` payload bytes from frame offset `off`, the first
+/// of them at stream position `pos`. Not inlined: in the kernel it is a
+/// subprogram with a stack frame of its own (the caller's is nearly full).
+#[inline(never)]
+fn hash_range(f: &Frame, off: usize, len: usize, key: &StreamKey, pos: u32) -> u64 {
+    let mut lanes = Lanes::at(key, pos);
+    let mut i = 0;
+    while i < crate::types::FRAME_MAX {
+        if i >= len {
+            break;
+        }
+        let Some(b) = f.u8(off + i) else {
+            break;
+        };
+        lanes.push(key, b);
+        i += 1;
+    }
+    lanes.value()
+}
+
+/// A denial on a tracked connection, by the conduit's mode and action.
+#[inline(always)]
+fn deny(flow: &mut FlowState, conduit: &Conduit, reason: Reason, lay: &Layout) -> Decision {
     let mut d = Decision::drop(reason);
     if conduit.mode == MODE_MONITOR {
         d.action = Action::Pass;
         d.monitor = true;
         return d;
     }
-    let next_seq = match state {
-        Some(s) => s.next_seq,
-        None => lay.seq,
-    };
     if conduit.on_deny == ON_DENY_RESET && lay.rst_ok {
         d.action = Action::ResetServer;
-        let s = FlowState {
-            next_seq,
-            last_start: next_seq,
-            denied_seq: lay.seq,
-            state: FLOW_RESETTING,
-            _pad: [0; 3],
+        // Where the server's RCV.NXT most likely is: after everything passed,
+        // unless the client is retransmitting (then bytes were lost, and the
+        // server holds what it acknowledged).
+        d.rst_seq = if reason == Reason::RetransmitMismatch {
+            flow.acked
+        } else {
+            flow.judged_end
         };
-        tables.set_flow(key, &s);
+        flow.state = FLOW_RESETTING;
         return d;
     }
-    // Silent drop: retransmissions of the same segment are one event. A
-    // connection the gateway never saw gets no state: its stream position is
-    // unknown, so nothing on it may ever be judged as in order.
-    let Some(prev) = state else {
-        return d;
-    };
-    if let Some(s) = state
-        && s.state == FLOW_DROPPED
-        && s.denied_seq == lay.seq
-    {
-        d.event = false;
+    // Silent drop: the connection stalls; its retransmissions are dropped
+    // without a new event.
+    flow.state = FLOW_DROPPED;
+    flow.denied_seq = lay.seq;
+    d
+}
+
+/// A denial where no connection is tracked: nothing to record.
+#[inline(always)]
+fn deny_untracked(conduit: &Conduit, reason: Reason, lay: &Layout) -> Decision {
+    let mut d = deny_stateless(conduit, reason);
+    if d.action == Action::Drop && conduit.on_deny == ON_DENY_RESET && lay.rst_ok {
+        d.action = Action::ResetServer;
+        d.rst_seq = lay.seq;
     }
-    let s = FlowState {
-        next_seq,
-        last_start: prev.last_start,
-        denied_seq: lay.seq,
-        state: FLOW_DROPPED,
-        _pad: [0; 3],
-    };
-    tables.set_flow(key, &s);
+    d
+}
+
+#[inline(always)]
+fn deny_stateless(conduit: &Conduit, reason: Reason) -> Decision {
+    let mut d = Decision::drop(reason);
+    if conduit.mode == MODE_MONITOR {
+        d.action = Action::Pass;
+        d.monitor = true;
+    }
     d
 }

@@ -47,7 +47,8 @@ fn conduit(id: u16, mode: u8, on_deny: u8) -> Conduit {
         port: 502,
         mode,
         on_deny,
-        _pad: [0; 2],
+        client_zone: 0,
+        server_zone: 1,
         units,
     }
 }
@@ -84,7 +85,10 @@ fn tables() -> HostTables {
         rules.push((key(43, PART_MAIN), rule(&[(14, 14)])));
         rules.push((key(17, PART_MAIN), Rule::EMPTY));
     }
-    HostTables::new(settings, conduits, rules, [mapped(PCS)])
+    let mut t = HostTables::new(settings, conduits, rules, [mapped(PCS)]);
+    // Frames "arrive" on an interface of both zones unless a test says otherwise.
+    t.policy.ingress_zones = 0b11;
+    t
 }
 
 fn judge(t: &mut HostTables, frame: &[u8]) -> (Decision, Layout) {
@@ -105,10 +109,25 @@ fn client(src: &str) -> TcpFrame {
     TcpFrame::new(ip(src), ip(PCS), 40000, 502)
 }
 
-/// SYN, then the given ADUs as one segment; returns the data segment's decision.
+fn server(dst: &str) -> TcpFrame {
+    TcpFrame::new(ip(PCS), ip(dst), 502, 40000)
+}
+
+/// The three-way handshake: client ISN 999, server ISN 4999.
+fn handshake(t: &mut HostTables, src: &str) {
+    let (d, _) = judge(t, &client(src).seq(999).ack(0).flags(TCP_SYN).build());
+    assert_eq!((d.action, d.reason), (Action::Pass, Reason::TcpControl));
+    let syn_ack = server(src).seq(4999).ack(1000).flags(TCP_SYN | TCP_ACK);
+    let (d, _) = judge(t, &syn_ack.build());
+    assert_eq!((d.action, d.reason), (Action::Pass, Reason::Response));
+    let (d, _) = judge(t, &client(src).seq(1000).ack(5000).flags(TCP_ACK).build());
+    assert_eq!((d.action, d.reason), (Action::Pass, Reason::TcpControl));
+}
+
+/// The handshake, then the given ADUs as one segment; returns the data
+/// segment's decision.
 fn handshake_then(t: &mut HostTables, src: &str, payload: Vec<u8>) -> Decision {
-    let (d, _) = judge(t, &client(src).seq(999).flags(TCP_SYN).build());
-    assert_eq!(d.reason, Reason::TcpControl);
+    handshake(t, src);
     judge(t, &client(src).seq(1000).payload(payload).build()).0
 }
 
@@ -241,38 +260,112 @@ fn pipelined_adus_are_each_judged() {
     let d = handshake_then(&mut t, EMS, with_write);
     assert_eq!((d.reason, d.adu.transaction), (Reason::AddressDenied, 9));
 
-    let many: Vec<u8> = (0..17)
+    // 64 reads in one segment are judged one by one.
+    let many: Vec<u8> = (0..64)
         .flat_map(|i| adu(i, 1, &pdu::read_holding(0, 1)))
         .collect();
     let mut t = tables();
-    assert_eq!(
-        handshake_then(&mut t, EMS, many).reason,
-        Reason::TooManyAdus
-    );
+    let d = handshake_then(&mut t, EMS, many);
+    assert_eq!((d.reason, d.allowed_adus), (Reason::Allowed, 64));
+    // One more than MAX_ADUS of the smallest ADU (8 bytes) still fits a frame.
+    let too_many: Vec<u8> = (0..=MAX_ADUS as u16)
+        .flat_map(|i| adu(i, 1, &[17]))
+        .collect();
+    let mut t = tables();
+    let d = handshake_then(&mut t, EMS, too_many);
+    assert_eq!((d.reason, d.allowed_adus), (Reason::TooManyAdus, 0));
 }
 
 #[test]
-fn stream_desynchronisation_fails_closed() {
+fn retransmissions_are_compared_by_content() {
     let read = adu(1, 1, &pdu::read_holding(0, 1)); // 12 bytes
     let mut t = tables();
     assert_eq!(
         handshake_then(&mut t, EMS, read.clone()).reason,
         Reason::Allowed
     );
-    // Exact retransmission: judged again, passes.
+    // The same bytes again: a retransmission, passed without judging again.
     let d = judge(&mut t, &client(EMS).seq(1000).payload(read.clone()).build()).0;
-    assert_eq!(d.reason, Reason::Allowed);
-    // Partial overlap with judged bytes.
+    assert_eq!((d.action, d.reason), (Action::Pass, Reason::Retransmission));
+    // Starting inside a judged segment: cannot be compared, dropped silently.
     let d = judge(&mut t, &client(EMS).seq(1006).payload(read.clone()).build()).0;
     assert_eq!(
-        (d.action, d.reason),
-        (Action::ResetServer, Reason::TcpOverlap)
+        (d.action, d.reason, d.event),
+        (Action::Drop, Reason::Unverifiable, false)
     );
+    // The same start, other bytes (each of them an allowed read): an evasion.
+    let other = adu(7, 1, &pdu::read_holding(5, 1));
+    let d = judge(&mut t, &client(EMS).seq(1000).payload(other).build()).0;
+    assert_eq!(
+        (d.action, d.reason, d.event, d.rst_seq),
+        (Action::ResetServer, Reason::RetransmitMismatch, true, 1000)
+    );
+}
 
+#[test]
+fn retransmission_with_new_requests_appended_judges_only_the_new_ones() {
+    let read = adu(1, 1, &pdu::read_holding(0, 1));
+    let mut t = tables();
+    handshake_then(&mut t, EMS, read.clone());
+    let mut longer = read.clone();
+    longer.extend(adu(2, 1, &pdu::read_holding(1, 1)));
+    let d = judge(
+        &mut t,
+        &client(EMS).seq(1000).payload(longer.clone()).build(),
+    )
+    .0;
+    assert_eq!((d.reason, d.allowed_adus), (Reason::Allowed, 1));
+    // And the new part is judged: a write appended to a retransmission is denied.
+    let mut t = tables();
+    handshake_then(&mut t, EMS, read.clone());
+    let mut with_write = read;
+    with_write.extend(adu(2, 1, &pdu::write_register(99, 1)));
+    let d = judge(&mut t, &client(EMS).seq(1000).payload(with_write).build()).0;
+    assert_eq!(
+        (d.action, d.reason, d.rst_seq),
+        (Action::ResetServer, Reason::AddressDenied, 1012)
+    );
+}
+
+#[test]
+fn acknowledged_bytes_pass_unjudged() {
+    let read = adu(1, 1, &pdu::read_holding(0, 1));
+    let mut t = tables();
+    handshake_then(&mut t, EMS, read.clone());
+    let ack = server(EMS).seq(5000).ack(1012).flags(TCP_ACK);
+    judge(&mut t, &ack.build());
+    // A keep-alive: one old byte, garbage.
+    let d = judge(&mut t, &client(EMS).seq(1011).payload(vec![0xAA]).build()).0;
+    assert_eq!((d.action, d.reason), (Action::Pass, Reason::Duplicate));
+    assert_eq!(t.flows.stats[STAT_DUPLICATE as usize], 1);
+}
+
+#[test]
+fn a_second_syn_never_moves_the_stream() {
+    let read = adu(1, 1, &pdu::read_holding(0, 1));
+    let mut t = tables();
+    handshake_then(&mut t, EMS, read.clone());
+    // The attack of issue 10: a SYN a few bytes behind, then reads that the
+    // server would parse from another offset.
+    let d = judge(&mut t, &client(EMS).seq(1005).flags(TCP_SYN).build()).0;
+    assert_eq!((d.action, d.reason), (Action::Pass, Reason::TcpControl));
+    let d = judge(&mut t, &client(EMS).seq(1006).payload(read.clone()).build()).0;
+    assert_ne!(d.action, Action::Pass);
+    // The stream continues where it was.
+    let d = judge(&mut t, &client(EMS).seq(1012).payload(read).build()).0;
+    assert_eq!(d.reason, Reason::Allowed);
+}
+
+#[test]
+fn stream_desynchronisation_fails_closed() {
+    let read = adu(1, 1, &pdu::read_holding(0, 1)); // 12 bytes
     let mut t = tables();
     handshake_then(&mut t, EMS, read.clone());
     let d = judge(&mut t, &client(EMS).seq(1100).payload(read.clone()).build()).0;
-    assert_eq!((d.action, d.reason), (Action::Drop, Reason::OutOfOrder));
+    assert_eq!(
+        (d.action, d.reason, d.event),
+        (Action::Drop, Reason::OutOfOrder, false)
+    );
     let d = judge(
         &mut t,
         &client(EMS)
@@ -291,11 +384,34 @@ fn stream_desynchronisation_fails_closed() {
         (d.action, d.reason),
         (Action::ResetServer, Reason::UnknownFlow)
     );
+    // A handshake the server never completed: data is still unknown.
+    let mut t = tables();
+    judge(&mut t, &client(EMS).seq(999).flags(TCP_SYN).build());
+    let d = judge(&mut t, &client(EMS).seq(1000).payload(read.clone()).build()).0;
+    assert_eq!(d.reason, Reason::UnknownFlow);
     // SYN carrying data (TCP Fast Open).
     let mut t = tables();
     let d = judge(&mut t, &client(EMS).flags(TCP_SYN).payload(read).build()).0;
     assert_eq!(d.reason, Reason::SynData);
     assert_ne!(d.action, Action::Pass);
+}
+
+#[test]
+fn ingress_binding_drops_spoofed_sources() {
+    let mut t = tables();
+    t.policy.ingress_zones = 0b10; // the asset's zone only
+    let d = judge(&mut t, &client(EMS).seq(999).flags(TCP_SYN).build()).0;
+    assert_eq!((d.action, d.reason), (Action::Drop, Reason::Spoofed));
+    assert!(t.half_open(&flow_key(EMS)).is_none());
+}
+
+fn flow_key(src: &str) -> FlowKey {
+    FlowKey {
+        client: mapped(src),
+        server: mapped(PCS),
+        client_port: 40000,
+        server_port: 502,
+    }
 }
 
 #[test]
@@ -306,10 +422,16 @@ fn hosts_outside_conduits_get_nothing_through() {
         (d.action, d.reason, d.event),
         (Action::Drop, Reason::NoConduit, true)
     );
-    // A response toward a host in no conduit is dropped too.
-    let resp = TcpFrame::new(ip(PCS), ip(OUTSIDER), 502, 40000).payload(adu(1, 1, &[3, 2, 0, 1]));
-    assert_eq!(judge(&mut t, &resp.build()).0.reason, Reason::NoConduit);
-    let resp = TcpFrame::new(ip(PCS), ip(EMS), 502, 40000).payload(adu(1, 1, &[3, 2, 0, 1]));
+    // Answers pass only on tracked connections.
+    let resp = server(OUTSIDER).payload(adu(1, 1, &[3, 2, 0, 1]));
+    assert_eq!(judge(&mut t, &resp.build()).0.reason, Reason::NoFlow);
+    let resp = server(EMS).payload(adu(1, 1, &[3, 2, 0, 1]));
+    assert_eq!(judge(&mut t, &resp.build()).0.reason, Reason::NoFlow);
+    // A server that opens a connection to a client's port (bridge mode
+    // without conntrack) gets nothing through either.
+    let syn = server(EMS).flags(TCP_SYN);
+    assert_eq!(judge(&mut t, &syn.build()).0.action, Action::Drop);
+    handshake(&mut t, EMS);
     let d = judge(&mut t, &resp.build()).0;
     assert_eq!((d.action, d.reason), (Action::Pass, Reason::Response));
 }
@@ -329,6 +451,19 @@ fn other_traffic_is_left_to_nftables() {
 fn vlan_ipv6_and_fragments() {
     let mut t = tables();
     judge(&mut t, &client(EMS).seq(999).flags(TCP_SYN).vlan(7).build());
+    judge(
+        &mut t,
+        &server(EMS)
+            .seq(4999)
+            .ack(1000)
+            .flags(TCP_SYN | TCP_ACK)
+            .vlan(7)
+            .build(),
+    );
+    judge(
+        &mut t,
+        &client(EMS).seq(1000).flags(TCP_ACK).vlan(7).build(),
+    );
     let d = judge(
         &mut t,
         &client(EMS)
@@ -378,13 +513,13 @@ fn drop_mode_counts_retransmissions_once() {
     let d = judge(&mut t, &client(DROPPER).seq(1000).payload(write).build()).0;
     assert_eq!(
         (d.action, d.reason, d.event),
-        (Action::Drop, Reason::AddressDenied, false)
+        (Action::Drop, Reason::DeniedRepeat, false)
     );
-    // A different, allowed request at the same position goes through.
+    // Nothing after the denied bytes can be judged in order: the stream stays stalled.
     let read = client(DROPPER)
         .seq(1000)
         .payload(adu(2, 1, &pdu::read_holding(0, 1)));
-    assert_eq!(judge(&mut t, &read.build()).0.reason, Reason::Allowed);
+    assert_eq!(judge(&mut t, &read.build()).0.reason, Reason::DeniedRepeat);
 }
 
 #[test]
@@ -400,7 +535,7 @@ fn rsts_are_well_formed() {
         buf[..f.len()].copy_from_slice(&f);
         let mut lay = Layout::default();
         let mut t = HostTables::default();
-        t.settings.ports[0] = 502;
+        t.policy.settings.ports[0] = 502;
         decide(
             &Frame::new(&buf, f.len(), f.len()),
             &mut t,
@@ -410,14 +545,14 @@ fn rsts_are_well_formed() {
         assert!(lay.rst_ok);
 
         let mut to_server = buf;
-        let n = rst_to_server(&mut to_server, &lay);
+        let n = rst_to_server(&mut to_server, &lay, 1000);
         let out = &to_server[..n];
         assert!(craft::checksums_ok(out), "{src}: server RST checksum");
         assert_eq!(out[n - 7], 0x14, "RST|ACK");
         assert_eq!(
             &out[n - 16..n - 12],
             &1000u32.to_be_bytes(),
-            "seq = the denied segment's"
+            "seq = the one asked for"
         );
         assert_eq!(&out[..12], &f[..12], "same MACs");
 

@@ -10,13 +10,24 @@ use core::mem::size_of;
 pub const FRAME_MAX: usize = 2048;
 /// Address ranges per rule (bounded loop in the verifier).
 pub const MAX_RANGES: usize = 16;
-/// ADUs judged in one TCP segment; a segment carrying more is dropped.
-pub const MAX_ADUS: usize = 10;
+/// ADUs judged in one TCP segment. The smallest request ADU is 8 bytes, so a
+/// full-size segment (MSS 1460) carries at most 182; a segment carrying more
+/// than this is dropped (`Reason::TooManyAdus`).
+pub const MAX_ADUS: usize = 192;
 /// Distinct TCP ports that conduits protect.
 pub const MAX_PORTS: usize = 8;
 pub const MAX_CONDUITS: u32 = 4096;
 pub const MAX_RULES: u32 = 65536;
 pub const MAX_FLOWS: u32 = 65536;
+/// Connections between a client's SYN and the end of the handshake. Their own
+/// table, so that a SYN flood can never evict an established connection.
+pub const MAX_HALF_OPEN: u32 = 16384;
+/// Judged client segments per connection whose bytes the server has not yet
+/// acknowledged (see [`FlowState`]); new data beyond this waits (dropped
+/// silently, the client retransmits it once acknowledgements free a slot).
+pub const STREAM_RECORDS: usize = 8;
+/// Zones a policy may have: ingress interfaces carry a bit mask of them.
+pub const MAX_ZONES: usize = 64;
 pub const MAX_ASSETS: u32 = 4096;
 pub const MAX_CONDUIT_PREFIXES: u32 = 65536;
 /// Conduit id used in events for traffic that matched no conduit.
@@ -140,7 +151,12 @@ pub struct Conduit {
     pub mode: u8,
     /// `ON_DENY_RESET` or `ON_DENY_DROP`.
     pub on_deny: u8,
-    pub _pad: [u8; 2],
+    /// Index of the clients' zone: their packets are accepted only on an
+    /// interface whose zone mask has this bit (ingress binding).
+    pub client_zone: u8,
+    /// Index of the asset's zone: its answers are accepted only on an
+    /// interface of that zone.
+    pub server_zone: u8,
     /// Bit `u` set: unit id `u` allowed.
     pub units: [u64; 4],
 }
@@ -223,30 +239,110 @@ pub struct FlowKey {
 }
 const _: () = assert!(size_of::<FlowKey>() == 36);
 
-pub const FLOW_OPEN: u8 = 1;
+/// Connection states of [`FlowState::state`]. See `docs/architecture.md`.
+/// Handshake done; client data is judged.
+pub const FLOW_ESTABLISHED: u8 = 1;
 /// A segment was denied with a reset: the server got a RST; every later client
 /// packet is answered with a RST.
 pub const FLOW_RESETTING: u8 = 2;
 /// A segment was denied silently (`on_deny = "drop"`): its retransmissions are
-/// dropped without a new event.
+/// dropped without a new event, and nothing after it is judged.
 pub const FLOW_DROPPED: u8 = 3;
 
-/// What the gateway has judged of a client's byte stream.
+/// [`FlowState::fin`] bits.
+pub const FIN_CLIENT: u8 = 1;
+pub const FIN_SERVER: u8 = 2;
+
+/// What the gateway has judged of an established connection's client byte
+/// stream, and what the server has acknowledged of it.
+///
+/// Sequence numbers compare modulo 2^32 (RFC 9293 section 3.4). Invariant:
+/// `acked <= judged_end`, and the live records cover `[acked', judged_end)`
+/// exactly, where `acked'` is the start of the oldest live record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowState {
-    /// Next client sequence number the gateway expects (everything before it
-    /// has been judged and passed).
-    pub next_seq: u32,
-    /// Sequence number of the last judged segment, so that its exact
-    /// retransmission can be judged again rather than treated as an overlap.
-    pub last_start: u32,
+    /// Next client sequence number to judge: every byte before it was judged
+    /// (and passed). Always an ADU boundary.
+    pub judged_end: u32,
+    /// Highest client sequence number the server acknowledged (its
+    /// `RCV.NXT` as far as the gateway saw). Bytes below it can never reach
+    /// the server's application again, whatever their content.
+    pub acked: u32,
     /// Sequence number of the segment that was denied (`FLOW_DROPPED`).
     pub denied_seq: u32,
+    /// Conduit id that admitted the connection (for counters of responses).
+    pub conduit: u16,
     pub state: u8,
-    pub _pad: [u8; 3],
+    /// `FIN_CLIENT` | `FIN_SERVER`.
+    pub fin: u8,
+    /// Index of the oldest live record, and how many are live.
+    pub head: u8,
+    pub count: u8,
+    /// Zone the server's packets must arrive from (the conduit's).
+    pub server_zone: u8,
+    pub _pad: u8,
+    /// The client's first data byte (ISN + 1): hash positions count from it.
+    pub base: u32,
+    /// Start of each judged, unacknowledged segment; a record ends where the
+    /// next one starts, the newest at `judged_end`.
+    pub rec_start: [u32; STREAM_RECORDS],
+    /// Keyed hash of each record's bytes ([`crate::stream_hash`]).
+    pub rec_hash: [u64; STREAM_RECORDS],
 }
-const _: () = assert!(size_of::<FlowState>() == 16);
+const _: () = assert!(size_of::<FlowState>() == 24 + 4 * STREAM_RECORDS + 8 * STREAM_RECORDS);
+
+impl FlowState {
+    /// A connection whose handshake just completed: the client's first data
+    /// byte is `next`.
+    pub const fn established(next: u32, conduit: u16, server_zone: u8) -> Self {
+        Self {
+            judged_end: next,
+            acked: next,
+            denied_seq: 0,
+            conduit,
+            state: FLOW_ESTABLISHED,
+            fin: 0,
+            head: 0,
+            count: 0,
+            server_zone,
+            _pad: 0,
+            base: next,
+            rec_start: [0; STREAM_RECORDS],
+            rec_hash: [0; STREAM_RECORDS],
+        }
+    }
+}
+
+pub const HALF_OPEN_SYN: u8 = 1;
+pub const HALF_OPEN_SYN_ACK: u8 = 2;
+
+/// A connection during its handshake, keyed like the flow it becomes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HalfOpen {
+    /// The client's initial sequence number (from its SYN).
+    pub client_isn: u32,
+    /// The server's, once its SYN-ACK acknowledged `client_isn + 1`.
+    pub server_isn: u32,
+    /// `HALF_OPEN_SYN` or `HALF_OPEN_SYN_ACK`.
+    pub state: u8,
+    /// The conduit's asset zone: the SYN-ACK must arrive from it.
+    pub server_zone: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<HalfOpen>() == 12);
+
+/// The per-boot secret of [`crate::stream_hash`]: two multipliers in
+/// `1..P` (P = 2^31 - 1), written by user space from the OS's random source
+/// before the program is attached. All zero means "not set": conduit data is
+/// then dropped (fail closed), since the hash would be predictable.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StreamKey {
+    pub r: [u64; 2],
+}
+const _: () = assert!(size_of::<StreamKey>() == 16);
 
 /// Global data-plane settings (array map, index 0).
 #[repr(C)]
@@ -295,9 +391,58 @@ pub struct Event {
     pub unit: u8,
     pub function: u8,
     pub flags: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// Further denials of the same kind from the same source that the kernel
+    /// folded into this event (no-conduit and malformed floods, see
+    /// `AGGREGATE_WINDOW_NS`); 0 for an ordinary event.
+    pub suppressed: u32,
 }
 const _: () = assert!(size_of::<Event>() == 64);
+
+/// Window in which the kernel reports one no-conduit or malformed denial per
+/// source and reason; the next event of that kind carries the count of the
+/// ones in between. A flood from one host then costs one event per second and
+/// cannot crowd a denied write out of the ring buffer.
+pub const AGGREGATE_WINDOW_NS: u64 = 1_000_000_000;
+
+/// Key of the kernel's aggregation table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AggregateKey {
+    pub src: Addr,
+    pub reason: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<AggregateKey>() == 20);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AggregateValue {
+    pub window_start_ns: u64,
+    /// Denials since the last event.
+    pub suppressed: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<AggregateValue>() == 16);
+
+/// Data-plane counters that are not per reason or conduit (per-CPU array).
+pub const STAT_RINGBUF_FULL: u32 = 0;
+/// Out-of-order client data ahead of the judged stream, dropped silently.
+pub const STAT_OUT_OF_ORDER: u32 = 1;
+/// Old duplicates and keep-alives passed (bytes the server already acknowledged).
+pub const STAT_DUPLICATE: u32 = 2;
+/// Retransmissions whose overlap the gateway could not compare (it does not
+/// start and end on judged segment boundaries), dropped silently.
+pub const STAT_UNVERIFIABLE: u32 = 3;
+/// New data dropped because the connection had `STREAM_RECORDS` unacknowledged segments.
+pub const STAT_WINDOW_FULL: u32 = 4;
+/// Half-open connections created (SYNs accepted).
+pub const STAT_HALF_OPEN: u32 = 5;
+/// Connections established through the gateway.
+pub const STAT_ESTABLISHED: u32 = 6;
+/// Flow-table inserts that failed (table full).
+pub const STAT_FLOW_TABLE_FULL: u32 = 7;
+pub const NUM_STATS: u32 = 8;
 
 /// Per-conduit counters, indexed by `CONDUIT_*`.
 pub const CONDUIT_ALLOWED: usize = 0;
@@ -320,4 +465,8 @@ mod pod {
     unsafe impl aya::Pod for FlowState {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for HalfOpen {}
+    unsafe impl aya::Pod for StreamKey {}
+    unsafe impl aya::Pod for AggregateKey {}
+    unsafe impl aya::Pod for AggregateValue {}
 }

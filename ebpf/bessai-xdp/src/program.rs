@@ -1,17 +1,21 @@
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::generated::{
-        bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_ktime_get_ns, bpf_loop, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use bessai_common::{
-    Action, Addr, CONDUIT_ALLOWED, CONDUIT_DENIED, CONDUIT_KEY_DATA, CONDUIT_MONITORED,
-    CONDUIT_RESETS, Conduit, ConduitCounters, ConduitKey, Decision, EVENT_HAS_ADU, EVENT_MONITOR,
-    Event, FRAME_MAX, FlowKey, FlowState, GENERATIONS, Layout, MAX_ASSETS, MAX_CONDUIT_PREFIXES,
-    MAX_CONDUITS, MAX_FLOWS, MAX_RULES, NoObserver, Rule, RuleKey, Settings, Tables, decide,
+    AGGREGATE_WINDOW_NS, Action, Addr, AduObserver, AduRun, AggregateKey, AggregateValue,
+    CONDUIT_ALLOWED, CONDUIT_DENIED, CONDUIT_KEY_DATA, CONDUIT_MONITORED, CONDUIT_RESETS, Conduit,
+    ConduitCounters, ConduitKey, Decision, EVENT_HAS_ADU, EVENT_MONITOR, Event, FRAME_MAX, FlowKey,
+    FlowState, Flows, GENERATIONS, HalfOpen, Layout, MAX_ADUS, MAX_ASSETS, MAX_CONDUIT_PREFIXES,
+    MAX_CONDUITS, MAX_FLOWS, MAX_HALF_OPEN, MAX_RULES, NUM_STATS, NoObserver, Policy, Reason, Rule,
+    RuleKey, STAT_RINGBUF_FULL, Settings, StreamKey, Tables, adu_step, decide,
     frame::Frame,
     reason::NUM_REASONS,
     rst::{RST_MAX, rst_to_client, rst_to_server},
@@ -33,8 +37,30 @@ static RULES: HashMap<RuleKey, Rule> = HashMap::with_max_entries(MAX_RULES, 0);
 /// Value: bit `g` set when the address is an asset in generation `g`.
 #[map]
 static ASSETS: HashMap<Addr, u8> = HashMap::with_max_entries(MAX_ASSETS, 0);
+/// Established connections. An LRU, so that a full table evicts the least
+/// recently used connection (whose next data is then denied as unknown: fail
+/// closed) rather than refusing new ones; only completed handshakes, which
+/// need the server, enter it.
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+/// Connections in their handshake: a SYN flood churns this table only.
+#[map]
+static HALF_OPEN: LruHashMap<FlowKey, HalfOpen> = LruHashMap::with_max_entries(MAX_HALF_OPEN, 0);
+/// Index 0: the per-boot secret of the stream hash, from user space.
+#[map]
+static STREAM_KEY: Array<StreamKey> = Array::with_max_entries(1, 0);
+/// Interface index -> bit mask of the policy zones it serves (ingress
+/// binding). An interface missing here serves no zone: conduit traffic on it
+/// is dropped as spoofed.
+#[map]
+static IFACE_ZONES: HashMap<u32, u64> = HashMap::with_max_entries(256, 0);
+/// `STAT_*` counters.
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_STATS, 0);
+/// One event per (source, reason) and window for floods of denials that
+/// any host can cause (no conduit, malformed, spoofed, no flow).
+#[map]
+static AGGREGATE: LruHashMap<AggregateKey, AggregateValue> = LruHashMap::with_max_entries(4096, 0);
 /// Per-CPU working memory: the frame's head and where its headers are. Kept
 /// off the 512-byte stack, which the inlined decision's spills already fill.
 #[repr(C)]
@@ -43,6 +69,14 @@ struct Scratch {
     layout: Layout,
     decision: Decision,
     forget: ForgetSlot,
+    /// A new flow's state, built here because it does not fit the stack.
+    flow: FlowState,
+    /// What every step of the ADU loop reads (`bpf_loop` passes only a
+    /// pointer to the caller's stack, which holds the run itself).
+    adu_conduit: Conduit,
+    adu_frame_len: usize,
+    adu_wire_len: usize,
+    adu_generation: u8,
 }
 
 /// Room for a value passed through `Tables::forget`.
@@ -84,24 +118,67 @@ impl Fault {
     }
 }
 
-/// The maps as the decision sees them, for one packet: the policy
+/// The policy maps as the decision sees them, for one packet: the policy
 /// generation is read once, so that every lookup for the packet uses the
 /// same policy even when a reload switches in the middle of it.
-struct MapTables {
+struct MapPolicy {
     generation: u8,
+    ifindex: u32,
+}
+
+/// The connection tables.
+struct MapFlows;
+
+struct MapTables {
+    policy: MapPolicy,
+    flows: MapFlows,
 }
 
 impl MapTables {
     #[inline(always)]
-    fn for_this_packet() -> Self {
+    fn for_this_packet(ifindex: u32) -> Self {
         // Only ever 0 or 1; masked so that a stray value still names one.
         Self {
-            generation: ACTIVE.get(0).map_or(0, |g| (*g & 1) as u8),
+            policy: MapPolicy {
+                generation: ACTIVE.get(0).map_or(0, |g| (*g & 1) as u8),
+                ifindex,
+            },
+            flows: MapFlows,
         }
     }
 }
 
 impl Tables for MapTables {
+    type Policy = MapPolicy;
+    type Flows = MapFlows;
+
+    #[inline(always)]
+    fn split(&mut self) -> (&MapPolicy, &mut MapFlows) {
+        (&self.policy, &mut self.flows)
+    }
+}
+
+extern "C" fn adu_loop_step(_index: u64, ctx: *mut c_void) -> i64 {
+    let Some(scratch) = SCRATCH.get_ptr(0) else {
+        return 1;
+    };
+    // SAFETY: `ctx` is the `AduRun` that `judge_adus` passed to bpf_loop,
+    // on its stack for the duration of the call; the scratch value is this
+    // CPU's, holding the frame being judged and the loop's inputs.
+    let (run, s) = unsafe { (&mut *ctx.cast::<AduRun>(), &*scratch) };
+    let frame = Frame::new(&s.frame, s.adu_frame_len, s.adu_wire_len);
+    let policy = MapPolicy {
+        generation: s.adu_generation,
+        ifindex: 0,
+    };
+    if adu_step(&frame, &policy, &s.adu_conduit, run, &mut NoObserver) {
+        0
+    } else {
+        1
+    }
+}
+
+impl Policy for MapPolicy {
     #[inline(always)]
     fn generation(&self) -> u8 {
         self.generation
@@ -139,13 +216,54 @@ impl Tables for MapTables {
     }
 
     #[inline(always)]
-    fn flow(&self, key: &FlowKey) -> Option<FlowState> {
-        // SAFETY: copied out at once.
-        unsafe { FLOWS.get(key) }.copied()
+    fn ingress_zones(&self) -> u64 {
+        // SAFETY: a u64 copied out at once.
+        unsafe { IFACE_ZONES.get(&self.ifindex) }
+            .copied()
+            .unwrap_or(0)
     }
 
     #[inline(always)]
-    fn forget<V: Copy>(&mut self, v: V) -> V {
+    fn stream_key(&self) -> StreamKey {
+        STREAM_KEY.get(0).copied().unwrap_or_default()
+    }
+
+    #[inline(always)]
+    fn judge_adus<O: AduObserver>(
+        &self,
+        f: &Frame,
+        conduit: &Conduit,
+        off: usize,
+        len: usize,
+        _obs: &mut O,
+    ) -> AduRun {
+        let mut run = AduRun::new(off, len);
+        let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+            run.reason = Reason::TooManyAdus;
+            return run;
+        };
+        // SAFETY: this CPU's scratch value; the frame field is not touched.
+        unsafe {
+            (*scratch).adu_conduit = *conduit;
+            (*scratch).adu_frame_len = f.len();
+            (*scratch).adu_wire_len = f.wire_len();
+            (*scratch).adu_generation = self.generation;
+        }
+        // SAFETY: the callback is a static function of this program; the
+        // context is this stack variable, alive for the whole call.
+        unsafe {
+            bpf_loop(
+                MAX_ADUS as u32,
+                adu_loop_step as *mut c_void,
+                (&raw mut run).cast(),
+                0,
+            )
+        };
+        run.finish()
+    }
+
+    #[inline(always)]
+    fn forget<V: Copy>(&self, v: V) -> V {
         const { assert!(size_of::<V>() <= size_of::<ForgetSlot>() && align_of::<V>() <= 8) };
         let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
             return v;
@@ -159,17 +277,58 @@ impl Tables for MapTables {
             core::ptr::read_volatile(slot)
         }
     }
+}
+
+impl Flows for MapFlows {
+    #[inline(always)]
+    fn flow_mut(&mut self, key: &FlowKey) -> Option<&mut FlowState> {
+        // SAFETY: a map value of this program; per-flow state is written only
+        // by packets of that flow, which one NIC queue delivers in order.
+        FLOWS.get_ptr_mut(key).map(|p| unsafe { &mut *p })
+    }
 
     #[inline(always)]
-    fn set_flow(&mut self, key: &FlowKey, state: &FlowState) {
-        match FLOWS.get_ptr_mut(key) {
-            // SAFETY: points into the map value; this CPU's write of a POD.
-            Some(p) => unsafe { *p = *state },
-            None => {
-                // A full LRU evicts the least recently used flow; that flow's
-                // next data segment is then denied as unknown (fail closed).
-                let _ = FLOWS.insert(key, state, 0);
-            }
+    fn establish(&mut self, key: &FlowKey, next: u32, conduit: u16, server_zone: u8) -> bool {
+        let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+            return false;
+        };
+        // SAFETY: this CPU's scratch value; the new state is built in place
+        // and copied into the map by the helper.
+        unsafe {
+            let slot = &raw mut (*scratch).flow;
+            slot.write(FlowState::established(next, conduit, server_zone));
+            FLOWS.insert(key, &*slot, 0).is_ok()
+        }
+    }
+
+    #[inline(always)]
+    fn remove_flow(&mut self, key: &FlowKey) {
+        let _ = FLOWS.remove(key);
+    }
+
+    #[inline(always)]
+    fn half_open(&self, key: &FlowKey) -> Option<HalfOpen> {
+        // SAFETY: copied out at once.
+        unsafe { HALF_OPEN.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn set_half_open(&mut self, key: &FlowKey, h: &HalfOpen) {
+        // A full table evicts the oldest half-open connection; its client
+        // retransmits the SYN.
+        let _ = HALF_OPEN.insert(key, h, 0);
+    }
+
+    #[inline(always)]
+    fn remove_half_open(&mut self, key: &FlowKey) {
+        let _ = HALF_OPEN.remove(key);
+    }
+
+    #[inline(always)]
+    fn count(&mut self, stat: u32) {
+        if let Some(c) = STATS.get_ptr_mut(stat) {
+            // SAFETY: per-CPU value.
+            unsafe { *c += 1 };
         }
     }
 }
@@ -210,17 +369,15 @@ fn try_filter(ctx: &XdpContext) -> Result<u32, Fault> {
     let frame = Frame::new(buf, copy, wire_len);
     *decision = decide(
         &frame,
-        &mut MapTables::for_this_packet(),
+        &mut MapTables::for_this_packet(ctx.ingress_ifindex() as u32),
         &mut NoObserver,
         lay,
     );
-    // Read back from map memory, where the verifier does not track values:
-    // every verdict then reaches the code below as one state instead of one
-    // per (reason, ADU count) pair, which would exceed the 1M-instruction
-    // verification budget.
-    // SAFETY: a valid, initialised map value of this invocation.
-    let d = unsafe { core::ptr::read_volatile(decision) };
-    account(&d, lay, &frame);
+    // Read from map memory, where the verifier does not track values: every
+    // verdict then reaches the code below as one state instead of one per
+    // (reason, ADU count) pair.
+    let d = &*decision;
+    account(d, lay, &frame);
     if let Some(p) = LAST_VERDICT.get_ptr_mut(0) {
         // SAFETY: array value of this program.
         unsafe { *p = d.reason as u32 | (d.action as u32) << 8 };
@@ -229,7 +386,7 @@ fn try_filter(ctx: &XdpContext) -> Result<u32, Fault> {
         Action::Pass => Ok(XDP_PASS),
         Action::Drop => Ok(XDP_DROP),
         Action::ResetServer => {
-            let len = rst_to_server(buf, lay);
+            let len = rst_to_server(buf, lay, d.rst_seq);
             write_back(ctx, buf, len, wire_len)?;
             Ok(XDP_PASS)
         }
@@ -265,7 +422,9 @@ fn write_back(
     Ok(())
 }
 
-#[inline(always)]
+/// Counters and the event. Not inlined: a subprogram with its own stack
+/// frame, since the decision's inlined code nearly fills the main one.
+#[inline(never)]
 fn account(d: &Decision, lay: &Layout, frame: &Frame) {
     if let Some(c) = REASON_COUNTERS.get_ptr_mut(d.reason as u32) {
         // SAFETY: per-CPU value.
@@ -291,14 +450,65 @@ fn account(d: &Decision, lay: &Layout, frame: &Frame) {
         }
     }
     if d.event {
-        emit(d, lay, frame);
+        let (src, dst) = lay.addrs(frame);
+        if let Some(suppressed) = aggregate(d.reason, &src) {
+            emit(d, lay, &src, &dst, suppressed);
+        }
+    }
+}
+
+/// For denials that any host can cause at line rate: `None` while the
+/// source already had its event in this window, else the number of events
+/// it folded since its last one.
+#[inline(always)]
+fn aggregate(reason: Reason, src: &Addr) -> Option<u32> {
+    if !matches!(
+        reason,
+        Reason::NoConduit | Reason::Malformed | Reason::Spoofed | Reason::NoFlow
+    ) {
+        return Some(0);
+    }
+    let key = AggregateKey {
+        src: *src,
+        reason: reason as u8,
+        _pad: [0; 3],
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match AGGREGATE.get_ptr_mut(&key) {
+        Some(v) => {
+            // SAFETY: a map value of this program.
+            let v = unsafe { &mut *v };
+            if now.wrapping_sub(v.window_start_ns) < AGGREGATE_WINDOW_NS {
+                v.suppressed = v.suppressed.saturating_add(1);
+                return None;
+            }
+            let folded = v.suppressed;
+            v.window_start_ns = now;
+            v.suppressed = 0;
+            Some(folded)
+        }
+        None => {
+            let fresh = AggregateValue {
+                window_start_ns: now,
+                suppressed: 0,
+                _pad: 0,
+            };
+            let _ = AGGREGATE.insert(&key, &fresh, 0);
+            Some(0)
+        }
     }
 }
 
 #[inline(always)]
-fn emit(d: &Decision, lay: &Layout, frame: &Frame) {
+fn emit(d: &Decision, lay: &Layout, src: &Addr, dst: &Addr, suppressed: u32) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        // Ring full: the per-reason counter still counts the denial.
+        // Ring full: the per-reason counter still counts the denial, and
+        // this counter tells user space that an event was lost.
+        if let Some(c) = STATS.get_ptr_mut(STAT_RINGBUF_FULL) {
+            // SAFETY: per-CPU value.
+            unsafe { *c += 1 };
+        }
         return;
     };
     let mut flags = 0;
@@ -308,9 +518,8 @@ fn emit(d: &Decision, lay: &Layout, frame: &Frame) {
     if d.has_adu {
         flags |= EVENT_HAS_ADU;
     }
-    let (src, dst) = lay.addrs(frame);
-    let write_denied =
-        d.adu.write_quantity != 0 && d.reason == bessai_common::Reason::AddressDenied;
+    // FC 23: report the half that was denied.
+    let write_denied = d.adu.write_denied;
     // Fields written in place: an Event built on the stack first would cost
     // 64 of the 512 bytes of stack.
     let e = entry.as_mut_ptr();
@@ -318,8 +527,8 @@ fn emit(d: &Decision, lay: &Layout, frame: &Frame) {
     // every field is written before submit.
     unsafe {
         (*e).ts_ns = bpf_ktime_get_ns();
-        (*e).src = src;
-        (*e).dst = dst;
+        (*e).src = *src;
+        (*e).dst = *dst;
         (*e).src_port = lay.src_port;
         (*e).dst_port = lay.dst_port;
         (*e).conduit = d.conduit;
@@ -339,7 +548,8 @@ fn emit(d: &Decision, lay: &Layout, frame: &Frame) {
         (*e).unit = d.adu.unit;
         (*e).function = d.adu.function;
         (*e).flags = flags;
-        (*e)._pad = [0; 7];
+        (*e)._pad = [0; 3];
+        (*e).suppressed = suppressed;
     }
     entry.submit(0);
 }
