@@ -62,7 +62,8 @@ pub fn learn(pcaps: &[PathBuf], port: u16) -> Result<Learned, CaptureError> {
         port,
         mode: 0,
         on_deny: 0,
-        _pad: [0; 2],
+        client_zone: 0,
+        server_zone: 0,
         units: [0; 4],
     };
     let mut buf = Box::new([0u8; FRAME_MAX]);
@@ -90,7 +91,7 @@ pub fn learn(pcaps: &[PathBuf], port: u16) -> Result<Learned, CaptureError> {
                     lay.payload + consumed,
                     lay.payload_len - consumed,
                     &allow_nothing,
-                    &tables,
+                    &tables.policy,
                 );
                 if v.len == 0 {
                     learned.malformed += 1;

@@ -1,6 +1,8 @@
 //! `policy test`: a capture replayed through the same decision function the
 //! XDP program runs, one verdict per Modbus transaction.
 //!
+//! Every frame goes through the kernel's decision, TCP normalizer included
+//! (handshakes, retransmissions compared by content, acknowledgements).
 //! Two adaptations make a capture answer "what would this policy allow",
 //! where the kernel would have cut the connection short:
 //! - a connection whose handshake is not in the capture is picked up at its
@@ -9,8 +11,9 @@
 //!   it again on a new connection, so each later transaction is judged on its
 //!   own content (the kernel resets the connection at the first denial).
 //!
-//! Exact retransmissions are judged but not reported twice. Requests are
-//! paired with responses by connection and transaction id.
+//! Retransmissions and old duplicates pass the normalizer without being
+//! judged again, so they are not reported twice. Requests are paired with
+//! responses by connection and transaction id.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -19,9 +22,10 @@ use std::{
 };
 
 use bessai_common::{
-    AduObserver, Conduit, FLOW_OPEN, FRAME_MAX, FlowKey, FlowState, Layout, Reason, Tables, decide,
+    AduObserver, Conduit, ConduitKey, FLOW_ESTABLISHED, FRAME_MAX, FlowKey, FlowState, Flows,
+    HalfOpen, Layout, Policy, Reason, Tables, decide,
     frame::Frame,
-    host::HostTables,
+    host::{HostPolicy, HostTables},
     modbus::{AduInfo, AduVerdict, judge_adu},
 };
 use bessai_policy::Compiled;
@@ -154,24 +158,20 @@ impl<'a> Replayer<'a> {
         let mut seen = Seen::default();
         // A first look, without changing state: is this a client data segment?
         let before = self.client_flow(&frame);
-        if let Some((key, seq, len, state)) = before {
-            match state {
-                None => {
-                    // Picked up mid-stream: judged from this segment on.
+        if let Some((key, seq, _, conduit)) = before {
+            let tracked = self
+                .tables
+                .flow(&key)
+                .is_some_and(|s| s.state == FLOW_ESTABLISHED);
+            if !tracked {
+                if self.tables.flow(&key).is_none() {
                     self.summary.picked_up_mid_stream += 1;
-                    self.tables.set_flow(&key, &open(seq, seq));
                 }
-                Some(s)
-                    if seq == s.last_start
-                        && seq.wrapping_add(len) == s.next_seq
-                        && s.state == FLOW_OPEN =>
-                {
-                    // An exact retransmission: judged by the kernel, not a new transaction.
-                    let mut lay = Layout::default();
-                    decide(&frame, &mut self.tables, &mut Seen::default(), &mut lay);
-                    return;
-                }
-                Some(_) => {}
+                // Picked up (or continued after a denial) from this segment on.
+                self.tables.flows.remove_flow(&key);
+                self.tables
+                    .flows
+                    .establish(&key, seq, conduit.id, conduit.server_zone);
             }
         }
         let mut lay = Layout::default();
@@ -179,7 +179,7 @@ impl<'a> Replayer<'a> {
         let (src, dst) = lay.addrs(&frame);
         let (src, dst) = (socket(&src, lay.src_port), socket(&dst, lay.dst_port));
         let ts = p.ts_us as f64 / 1e6;
-        if let Some((key, seq, len, _)) = before {
+        if let Some((key, _, _, _)) = before {
             // Requests: every ADU the decision judged, then any it did not
             // reach (after a denial, or when the segment was denied whole).
             let mut consumed = 0usize;
@@ -213,9 +213,12 @@ impl<'a> Replayer<'a> {
                     self.request(key, ts, src, dst, &info, d.reason, conduit, d.monitor, sink);
                 }
                 // Continue the stream past the denied segment (see module doc).
-                if lay.payload_len > 0 && d.reason != Reason::OutOfOrder {
-                    self.tables
-                        .set_flow(&key, &open(seq.wrapping_add(len), seq));
+                if lay.payload_len > 0 && d.reason.is_denial() {
+                    let next = lay.seq.wrapping_add(lay.payload_len as u32);
+                    if let Some(c) = conduit.and_then(|c| self.conduit_value(c)) {
+                        self.tables.flows.remove_flow(&key);
+                        self.tables.flows.establish(&key, next, c.id, c.server_zone);
+                    }
                 }
             }
         } else if d.reason == Reason::Response {
@@ -223,18 +226,17 @@ impl<'a> Replayer<'a> {
         }
     }
 
-    /// For a client -> conduit-port segment with data: its flow key,
-    /// sequence number, length and the flow state before judging.
-    fn client_flow(&self, frame: &Frame) -> Option<(FlowKey, u32, u32, Option<FlowState>)> {
+    /// For a client -> conduit-port segment with data on a conduit: its
+    /// flow key, sequence number, length and conduit.
+    fn client_flow(&self, frame: &Frame) -> Option<(FlowKey, u32, u32, Conduit)> {
         let mut probe = ProbeTables {
-            inner: &self.tables,
+            policy: &self.tables.policy,
+            flows: NoFlows,
         };
         let mut lay = Layout::default();
-        let d = decide(frame, &mut probe, &mut Seen::default(), &mut lay);
-        if d.conduit == bessai_common::NO_CONDUIT && d.reason != Reason::NoConduit {
-            return None;
-        }
-        if !self.tables.is_protected_port(lay.dst_port) || lay.payload_len == 0 {
+        decide(frame, &mut probe, &mut Seen::default(), &mut lay);
+        let policy = &self.tables.policy;
+        if !policy.is_protected_port(lay.dst_port) || lay.payload_len == 0 {
             return None;
         }
         let (src, dst) = lay.addrs(frame);
@@ -244,7 +246,17 @@ impl<'a> Replayer<'a> {
             client_port: lay.src_port,
             server_port: lay.dst_port,
         };
-        Some((key, lay.seq, lay.payload_len as u32, self.tables.flow(&key)))
+        let conduit = policy.conduit(&ConduitKey::new(0, dst, lay.dst_port, src))?;
+        Some((key, lay.seq, lay.payload_len as u32, *conduit))
+    }
+
+    /// The kernel value of the conduit with id `id` (any of its sources).
+    fn conduit_value(&self, id: u16) -> Option<Conduit> {
+        self.compiled
+            .conduits
+            .iter()
+            .find(|(_, c)| c.id == id)
+            .map(|(_, c)| *c)
     }
 
     #[expect(clippy::too_many_arguments, reason = "one transaction's fields")]
@@ -350,16 +362,6 @@ impl<'a> Replayer<'a> {
     }
 }
 
-fn open(next_seq: u32, last_start: u32) -> FlowState {
-    FlowState {
-        next_seq,
-        last_start,
-        denied_seq: 0,
-        state: FLOW_OPEN,
-        _pad: [0; 3],
-    }
-}
-
 /// The fields of the request ADUs from `consumed` bytes into the payload on,
 /// as far as MBAP framing allows, for segments the decision denied whole.
 fn walk_adus(frame: &Frame, lay: &Layout, mut consumed: usize) -> Vec<AduInfo> {
@@ -369,10 +371,11 @@ fn walk_adus(frame: &Frame, lay: &Layout, mut consumed: usize) -> Vec<AduInfo> {
         port: 0,
         mode: 0,
         on_deny: 0,
-        _pad: [0; 2],
+        client_zone: 0,
+        server_zone: 0,
         units: [0; 4],
     };
-    let none = HostTables::default();
+    let none = HostPolicy::default();
     while consumed < lay.payload_len && out.len() < 64 {
         let v = judge_adu(
             frame,
@@ -390,27 +393,36 @@ fn walk_adus(frame: &Frame, lay: &Layout, mut consumed: usize) -> Vec<AduInfo> {
     out
 }
 
-/// Tables that answer from the replay's tables but never record a flow: used
-/// to look at a segment before judging it for real.
+/// Tables that answer from the replay's policy but track no connection:
+/// used to look at a segment before judging it for real.
 struct ProbeTables<'a> {
-    inner: &'a HostTables,
+    policy: &'a HostPolicy,
+    flows: NoFlows,
+}
+
+struct NoFlows;
+
+impl Flows for NoFlows {
+    fn flow_mut(&mut self, _: &FlowKey) -> Option<&mut FlowState> {
+        None
+    }
+    fn establish(&mut self, _: &FlowKey, _: u32, _: u16, _: u8) -> bool {
+        false
+    }
+    fn remove_flow(&mut self, _: &FlowKey) {}
+    fn half_open(&self, _: &FlowKey) -> Option<HalfOpen> {
+        None
+    }
+    fn set_half_open(&mut self, _: &FlowKey, _: &HalfOpen) {}
+    fn remove_half_open(&mut self, _: &FlowKey) {}
+    fn count(&mut self, _: u32) {}
 }
 
 impl Tables for ProbeTables<'_> {
-    fn is_protected_port(&self, port: u16) -> bool {
-        self.inner.is_protected_port(port)
+    type Policy = HostPolicy;
+    type Flows = NoFlows;
+
+    fn split(&mut self) -> (&HostPolicy, &mut NoFlows) {
+        (self.policy, &mut self.flows)
     }
-    fn is_asset(&self, addr: &bessai_common::Addr) -> bool {
-        self.inner.is_asset(addr)
-    }
-    fn conduit(&self, key: &bessai_common::ConduitKey) -> Option<Conduit> {
-        self.inner.conduit(key)
-    }
-    fn rule(&self, key: &bessai_common::RuleKey) -> Option<&bessai_common::Rule> {
-        self.inner.rule(key)
-    }
-    fn flow(&self, key: &FlowKey) -> Option<FlowState> {
-        self.inner.flow(key)
-    }
-    fn set_flow(&mut self, _: &FlowKey, _: &FlowState) {}
 }

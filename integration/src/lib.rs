@@ -69,7 +69,7 @@ pub fn host_verdict(tables: &mut HostTables, frame: &[u8]) -> HostVerdict {
         Action::Pass => (XDP_PASS, frame.to_vec()),
         Action::Drop => (XDP_DROP, frame.to_vec()),
         Action::ResetServer => {
-            let len = rst::rst_to_server(&mut buf, &lay);
+            let len = rst::rst_to_server(&mut buf, &lay, d.rst_seq);
             (XDP_PASS, buf[..len].to_vec())
         }
         Action::ResetClient => {

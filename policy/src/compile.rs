@@ -19,6 +19,8 @@ pub struct Compiled {
     pub assets: Vec<Addr>,
     /// Index = conduit id.
     pub conduits_meta: Vec<ConduitMeta>,
+    /// Zone names; a zone's index is its bit in the kernel's ingress masks.
+    pub zones: Vec<String>,
 }
 
 /// A conduit as events and reports name it.
@@ -141,5 +143,6 @@ pub fn compile(p: &Policy) -> Compiled {
         rules,
         assets,
         conduits_meta: meta,
+        zones: p.zones.iter().map(|z| z.name.clone()).collect(),
     }
 }

@@ -12,7 +12,7 @@ use crate::{
     tcp_flow,
     types::{
         Addr, Conduit, ConduitKey, FlowKey, FlowState, HalfOpen, MAX_ADUS, NO_CONDUIT, Rule,
-        StreamKey, ipv4_mapped,
+        StreamKey,
     },
 };
 
@@ -41,7 +41,7 @@ pub trait Policy {
     /// True for the address of any asset behind a conduit.
     fn is_asset(&self, addr: &Addr) -> bool;
     /// Longest-prefix match on the source, exact on destination and port.
-    fn conduit(&self, key: &ConduitKey) -> Option<Conduit>;
+    fn conduit(&self, key: &ConduitKey) -> Option<&Conduit>;
     fn rule(&self, key: &crate::types::RuleKey) -> Option<&Rule>;
     /// Zones of the interface the frame arrived on, one bit per zone index
     /// (see [`Conduit::client_zone`]). The host, which replays captures
@@ -68,6 +68,14 @@ pub trait Policy {
             i += 1;
         }
         run.finish()
+    }
+
+    /// The stream hash of `len` bytes at frame offset `off`, the first at
+    /// stream position `pos` ([`crate::stream_hash`]). The kernel runs the
+    /// same steps under `bpf_loop`.
+    #[inline(always)]
+    fn hash_range(&self, f: &Frame, off: usize, len: usize, key: &StreamKey, pos: u32) -> u64 {
+        crate::stream_hash::hash_range(f, off, len, key, pos)
     }
 
     /// Returns `v` unchanged. The eBPF side routes it through map memory,
@@ -217,6 +225,11 @@ pub struct Layout {
     pub dst_port: u16,
     pub seq: u32,
     pub ack: u32,
+    pub flags: u8,
+    /// The segment's connection, oriented client -> server (for an answer
+    /// from a conduit port, its destination is the client). Kept here, in
+    /// the kernel's per-CPU scratch, rather than copied from call to call.
+    pub key: FlowKey,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,17 +256,51 @@ impl Layout {
     /// so that they need not be carried through the decision.
     #[inline(always)]
     pub fn addrs(&self, f: &Frame) -> (Addr, Addr) {
-        if self.ipv6 {
-            (
-                f.addr16(self.l3 + 8).unwrap_or_default(),
-                f.addr16(self.l3 + 24).unwrap_or_default(),
-            )
-        } else {
-            (
-                ipv4_mapped(f.bytes4(self.l3 + 12).unwrap_or_default()),
-                ipv4_mapped(f.bytes4(self.l3 + 16).unwrap_or_default()),
-            )
+        let (mut src, mut dst) = ([0; 16], [0; 16]);
+        self.src_into(f, &mut src);
+        self.dst_into(f, &mut dst);
+        (src, dst)
+    }
+
+    /// The source address into `out`, in place (zero when unreadable).
+    #[inline(always)]
+    pub fn src_into(&self, f: &Frame, out: &mut Addr) {
+        let off = if self.ipv6 { self.l3 + 8 } else { self.l3 + 12 };
+        if !f.addr_into(off, self.ipv6, out) {
+            *out = [0; 16];
         }
+    }
+
+    /// The destination address into `out`, in place (zero when unreadable).
+    #[inline(always)]
+    pub fn dst_into(&self, f: &Frame, out: &mut Addr) {
+        let off = if self.ipv6 {
+            self.l3 + 24
+        } else {
+            self.l3 + 16
+        };
+        if !f.addr_into(off, self.ipv6, out) {
+            *out = [0; 16];
+        }
+    }
+
+    /// Back to the state before parsing, field by field (a `Layout` built
+    /// and copied would cost the kernel its size in stack).
+    #[inline(always)]
+    pub fn reset(&mut self) {
+        self.l3 = 0;
+        self.l4 = 0;
+        self.payload = 0;
+        self.payload_len = 0;
+        self.ipv6 = false;
+        self.rst_ok = false;
+        self.src_port = 0;
+        self.dst_port = 0;
+        self.seq = 0;
+        self.ack = 0;
+        self.flags = 0;
+        self.key.client_port = 0;
+        self.key.server_port = 0;
     }
 }
 
@@ -324,84 +371,94 @@ fn decide_with<P: Policy + ?Sized, F: Flows + ?Sized, O: AduObserver>(
     obs: &mut O,
     lay: &mut Layout,
 ) -> Decision {
-    let (key, flags) = match parse_headers(f, tables, lay) {
-        Ok(parsed) => parsed,
-        Err(d) => return d,
-    };
+    // Results come back through out-parameters and plain return values:
+    // an enum returned from a kernel subprogram is written with undefined
+    // bytes in its unused variant, which the verifier rejects.
+    let mut d = Decision::pass(Reason::NotConduit);
+    if !parse_headers(f, tables, lay, &mut d) {
+        return d;
+    }
     let (src_port, dst_port) = (lay.src_port, lay.dst_port);
     if tables.is_protected_port(dst_port) {
-        let seg = tcp_flow::Segment {
-            f,
-            lay,
-            key: FlowKey {
-                client_port: src_port,
-                server_port: dst_port,
-                ..key
-            },
-            flags,
+        lay.key.client_port = src_port;
+        lay.key.server_port = dst_port;
+        let mut out = tcp_flow::ClientOut {
+            verdict: d,
+            pending: tcp_flow::Pending::default(),
         };
-        return match client_side(&seg, tables, flows) {
-            tcp_flow::Step::Done(d) => d,
-            tcp_flow::Step::Judge(p) => {
-                let run = tables.judge_adus(f, &p.conduit, p.off, p.len, obs);
-                let mut d = tcp_flow::commit(&seg, flows, &p, &run);
-                d.conduit = p.conduit.id;
-                d
-            }
+        let Some(conduit) = client_side(f, lay, tables, flows, &mut out) else {
+            return out.verdict;
         };
+        let p = &out.pending;
+        let run = tables.judge_adus(f, conduit, p.off, p.len, obs);
+        let mut d = tcp_flow::commit(lay, flows, conduit, p, &run);
+        d.conduit = conduit.id;
+        return d;
     }
     if tables.is_protected_port(src_port) {
         // From a conduit port: an answer, valid only on a tracked connection.
-        let seg = tcp_flow::Segment {
-            f,
-            lay,
-            key: FlowKey {
-                client: key.server,
-                server: key.client,
-                client_port: dst_port,
-                server_port: src_port,
-            },
-            flags,
-        };
-        return tcp_flow::server_segment(&seg, tables, flows);
+        let k = &mut lay.key;
+        core::mem::swap(&mut k.client, &mut k.server);
+        k.client_port = dst_port;
+        k.server_port = src_port;
+        return tcp_flow::server_segment(lay, tables, flows);
     }
     Decision::pass(Reason::NotConduit)
 }
 
-/// A segment toward a conduit port: the conduit, then the normalizer.
+/// A segment toward a conduit port: the conduit, then the normalizer. Its
+/// conduit when the segment's new bytes are to be judged (`out.pending`),
+/// else `None` with the verdict in `out.verdict`.
 #[inline(never)]
-fn client_side<P: Policy + ?Sized, F: Flows + ?Sized>(
-    seg: &tcp_flow::Segment,
-    tables: &P,
+fn client_side<'p, P: Policy + ?Sized, F: Flows + ?Sized>(
+    f: &Frame,
+    lay: &Layout,
+    tables: &'p P,
     flows: &mut F,
-) -> tcp_flow::Step {
-    let key = &seg.key;
+    out: &mut tcp_flow::ClientOut,
+) -> Option<&'p Conduit> {
+    let key = &lay.key;
     let Some(conduit) = tables.conduit(&ConduitKey::new(
         tables.generation(),
         key.server,
         key.server_port,
         key.client,
     )) else {
-        return tcp_flow::Step::Done(Decision::drop(Reason::NoConduit));
+        out.verdict = Decision::drop(Reason::NoConduit);
+        return None;
     };
-    match tcp_flow::client_segment(seg, tables, flows, &conduit) {
-        tcp_flow::Step::Done(mut d) => {
-            d.conduit = conduit.id;
-            tcp_flow::Step::Done(d)
-        }
-        judge => judge,
+    if tcp_flow::client_segment(f, lay, tables, flows, conduit, out) {
+        return Some(conduit);
     }
+    out.verdict.conduit = conduit.id;
+    None
 }
 
-/// Ethernet, IP and TCP headers into `lay`: the packet's addresses (source
-/// as `client`, ports unset) and TCP flags, or the verdict for a frame that
-/// is not a judgeable TCP segment.
+/// Ethernet, IP and TCP headers into `lay` (its key holds the packet's
+/// source as `client`, ports unset): the source and destination ports, or
+/// the verdict for a frame that is not a judgeable TCP segment.
 #[inline(never)]
 fn parse_headers<P: Policy + ?Sized>(
     f: &Frame,
     tables: &P,
     lay: &mut Layout,
-) -> Result<(FlowKey, u8), Decision> {
+    verdict: &mut Decision,
+) -> bool {
+    match parse_headers_into(f, tables, lay) {
+        Ok(()) => true,
+        Err(d) => {
+            *verdict = d;
+            false
+        }
+    }
+}
+
+#[inline(always)]
+fn parse_headers_into<P: Policy + ?Sized>(
+    f: &Frame,
+    tables: &P,
+    lay: &mut Layout,
+) -> Result<(), Decision> {
     let Some(mut ethertype) = f.be16(12) else {
         // Shorter than an Ethernet header: not IP, nothing of ours.
         return Err(Decision::pass(Reason::NotConduit));
@@ -423,8 +480,8 @@ fn parse_headers<P: Policy + ?Sized>(
         ETH_P_IPV6 => parse_ipv6(f, tables, lay),
         _ => return Err(Decision::pass(Reason::NotConduit)),
     };
-    let (ip_end, key) = match ip {
-        IpOutcome::Tcp { ip_end, key } => (ip_end, key),
+    let ip_end = match ip {
+        IpOutcome::Tcp { ip_end } => ip_end,
         IpOutcome::Verdict(d) => return Err(d),
     };
     let l4 = lay.l4;
@@ -452,15 +509,15 @@ fn parse_headers<P: Policy + ?Sized>(
     // frame's first RST_MAX bytes.
     lay.rst_ok = lay.rst_ok && l4 + 20 <= crate::rst::RST_MAX;
 
-    Ok((key, flags))
+    lay.flags = flags;
+    Ok(())
 }
 
 enum IpOutcome {
-    /// TCP header at `lay.l4`; IP payload ends at `ip_end`. `key` holds the
-    /// packet's source as `client`, destination as `server`, ports unset.
+    /// TCP header at `lay.l4`; IP payload ends at `ip_end`. `lay.key` holds
+    /// the packet's source as `client`, destination as `server`, ports unset.
     Tcp {
         ip_end: usize,
-        key: FlowKey,
     },
     Verdict(Decision),
 }
@@ -468,28 +525,22 @@ enum IpOutcome {
 #[inline(always)]
 fn parse_ipv4<P: Policy + ?Sized>(f: &Frame, tables: &P, lay: &mut Layout) -> IpOutcome {
     let l3 = lay.l3;
-    let (Some(vihl), Some(total), Some(frag), Some(proto), Some(src), Some(dst)) = (
-        f.u8(l3),
-        f.be16(l3 + 2),
-        f.be16(l3 + 6),
-        f.u8(l3 + 9),
-        f.bytes4(l3 + 12),
-        f.bytes4(l3 + 16),
-    ) else {
+    let (Some(vihl), Some(total), Some(frag), Some(proto)) =
+        (f.u8(l3), f.be16(l3 + 2), f.be16(l3 + 6), f.u8(l3 + 9))
+    else {
         return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
     };
+    if !f.addr_into(l3 + 12, false, &mut lay.key.client)
+        || !f.addr_into(l3 + 16, false, &mut lay.key.server)
+    {
+        return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
+    }
     // Masked: the verifier needs a bounded header length.
     let ihl = (vihl & 0x0f) as usize * 4;
     let total = total as usize;
     if vihl >> 4 != 4 || ihl < 20 || total < ihl || l3 + total > f.wire_len() {
         return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
     }
-    let key = FlowKey {
-        client: ipv4_mapped(src),
-        server: ipv4_mapped(dst),
-        client_port: 0,
-        server_port: 0,
-    };
     lay.l4 = l3 + ihl;
     lay.rst_ok = ihl == 20;
     let is_fragment = frag & 0x3fff != 0;
@@ -499,7 +550,7 @@ fn parse_ipv4<P: Policy + ?Sized>(f: &Frame, tables: &P, lay: &mut Layout) -> Ip
             && first
             && f.be16(lay.l4 + 2)
                 .is_some_and(|p| tables.is_protected_port(p));
-        if to_port || tables.is_asset(&key.server) {
+        if to_port || tables.is_asset(&lay.key.server) {
             return IpOutcome::Verdict(Decision::drop(Reason::IpFragment));
         }
         return IpOutcome::Verdict(Decision::pass(Reason::NotConduit));
@@ -507,34 +558,24 @@ fn parse_ipv4<P: Policy + ?Sized>(f: &Frame, tables: &P, lay: &mut Layout) -> Ip
     if proto != IPPROTO_TCP {
         return IpOutcome::Verdict(Decision::pass(Reason::NotConduit));
     }
-    IpOutcome::Tcp {
-        ip_end: l3 + total,
-        key,
-    }
+    IpOutcome::Tcp { ip_end: l3 + total }
 }
 
 #[inline(always)]
 fn parse_ipv6<P: Policy + ?Sized>(f: &Frame, tables: &P, lay: &mut Layout) -> IpOutcome {
     let l3 = lay.l3;
-    let (Some(v), Some(plen), Some(mut next), Some(src), Some(dst)) = (
-        f.u8(l3),
-        f.be16(l3 + 4),
-        f.u8(l3 + 6),
-        f.addr16(l3 + 8),
-        f.addr16(l3 + 24),
-    ) else {
+    let (Some(v), Some(plen), Some(mut next)) = (f.u8(l3), f.be16(l3 + 4), f.u8(l3 + 6)) else {
         return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
     };
+    if !f.addr_into(l3 + 8, true, &mut lay.key.client)
+        || !f.addr_into(l3 + 24, true, &mut lay.key.server)
+    {
+        return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
+    }
     let ip_end = l3 + 40 + plen as usize;
     if v >> 4 != 6 || ip_end > f.wire_len() {
         return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
     }
-    let key = FlowKey {
-        client: src,
-        server: dst,
-        client_port: 0,
-        server_port: 0,
-    };
     lay.ipv6 = true;
     let mut l4 = l3 + 40;
     lay.rst_ok = next == IPPROTO_TCP;
@@ -555,7 +596,7 @@ fn parse_ipv6<P: Policy + ?Sized>(f: &Frame, tables: &P, lay: &mut Layout) -> Ip
                     && inner == Some(IPPROTO_TCP)
                     && f.be16(l4 + 8 + 2)
                         .is_some_and(|p| tables.is_protected_port(p));
-                if to_port || tables.is_asset(&key.server) {
+                if to_port || tables.is_asset(&lay.key.server) {
                     return IpOutcome::Verdict(Decision::drop(Reason::IpFragment));
                 }
                 return IpOutcome::Verdict(Decision::pass(Reason::NotConduit));
@@ -565,11 +606,11 @@ fn parse_ipv6<P: Policy + ?Sized>(f: &Frame, tables: &P, lay: &mut Layout) -> Ip
         i += 1;
     }
     if next != IPPROTO_TCP {
-        if tables.is_asset(&key.server) && i > 0 {
+        if tables.is_asset(&lay.key.server) && i > 0 {
             return IpOutcome::Verdict(Decision::drop(Reason::Ipv6Extension));
         }
         return IpOutcome::Verdict(Decision::pass(Reason::NotConduit));
     }
     lay.l4 = l4;
-    IpOutcome::Tcp { ip_end, key }
+    IpOutcome::Tcp { ip_end }
 }

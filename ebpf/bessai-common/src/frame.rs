@@ -45,6 +45,17 @@ impl<'a> Frame<'a> {
         Some(self.buf[off])
     }
 
+    /// Like [`Frame::u8`] for a loop over consecutive offsets: the index is
+    /// masked to the buffer at the access, so that the compiler cannot turn
+    /// it into a running pointer whose bounds the verifier loses.
+    #[inline(always)]
+    pub fn u8_in_loop(&self, off: usize) -> Option<u8> {
+        if off >= self.len {
+            return None;
+        }
+        Some(self.buf[off & (FRAME_MAX - 1)])
+    }
+
     #[inline(always)]
     pub fn be16(&self, off: usize) -> Option<u16> {
         if off >= FRAME_MAX - 1 || off + 2 > self.len {
@@ -97,6 +108,38 @@ impl<'a> Frame<'a> {
             self.buf[off + 2],
             self.buf[off + 3],
         ])
+    }
+
+    /// Writes the address at `off` into `out` in place (16 bytes, or 4
+    /// bytes as `::ffff:a.b.c.d`); false when the frame is cut short. In
+    /// place, because every copy of an address costs the kernel 16 bytes of
+    /// its 512-byte stack.
+    #[inline(always)]
+    pub fn addr_into(&self, off: usize, ipv6: bool, out: &mut Addr) -> bool {
+        let n = if ipv6 { 16 } else { 4 };
+        if off >= FRAME_MAX - 15 || off + n > self.len {
+            return false;
+        }
+        if ipv6 {
+            let mut i = 0;
+            while i < 16 {
+                out[i] = self.buf[off + i];
+                i += 1;
+            }
+        } else {
+            let mut i = 0;
+            while i < 10 {
+                out[i] = 0;
+                i += 1;
+            }
+            out[10] = 0xff;
+            out[11] = 0xff;
+            out[12] = self.buf[off];
+            out[13] = self.buf[off + 1];
+            out[14] = self.buf[off + 2];
+            out[15] = self.buf[off + 3];
+        }
+        true
     }
 
     #[inline(always)]

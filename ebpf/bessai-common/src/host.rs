@@ -118,14 +118,14 @@ impl Policy for HostPolicy {
         self.assets.contains(addr)
     }
 
-    fn conduit(&self, key: &ConduitKey) -> Option<Conduit> {
+    fn conduit(&self, key: &ConduitKey) -> Option<&Conduit> {
         let wanted = key.data();
         self.conduits
             .iter()
             .find(|(k, _)| {
                 k.prefix_len <= key.prefix_len && prefix_matches(&k.data(), &wanted, k.prefix_len)
             })
-            .map(|(_, c)| *c)
+            .map(|(_, c)| c)
     }
 
     fn rule(&self, key: &RuleKey) -> Option<&Rule> {

@@ -16,7 +16,10 @@
 //!   2 KiB frame. The attacker never sees a hash, and each miss is a reported
 //!   denial with a reset.
 
-use crate::types::{FlowState, StreamKey};
+use crate::{
+    frame::Frame,
+    types::{FRAME_MAX, FlowState, StreamKey},
+};
 
 pub const P: u64 = (1 << 31) - 1;
 
@@ -97,4 +100,57 @@ pub const fn key_is_set(key: &StreamKey) -> bool {
 #[inline(always)]
 pub const fn position(flow: &FlowState, seq: u32) -> u32 {
     seq.wrapping_sub(flow.base)
+}
+
+/// A hash over frame bytes in progress: one step per byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashRun {
+    pub lanes: Lanes,
+    pub key: StreamKey,
+    /// Frame offset of the next byte, and bytes left.
+    pub off: usize,
+    pub left: usize,
+}
+
+impl HashRun {
+    /// The hash of `len` bytes from frame offset `off`, the first of them at
+    /// stream position `pos`.
+    #[inline(always)]
+    pub fn new(key: &StreamKey, off: usize, len: usize, pos: u32) -> Self {
+        Self {
+            lanes: Lanes::at(key, pos),
+            key: *key,
+            off,
+            left: len,
+        }
+    }
+
+    /// Adds the next byte; false when there is none (or the frame ends).
+    #[inline(always)]
+    pub fn step(&mut self, f: &Frame) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        let Some(b) = f.u8_in_loop(self.off) else {
+            self.left = 0;
+            return false;
+        };
+        let key = self.key;
+        self.lanes.push(&key, b);
+        self.off += 1;
+        self.left -= 1;
+        true
+    }
+}
+
+/// The hash of `len` bytes from frame offset `off` (see [`HashRun`]), as
+/// a plain bounded loop; the kernel runs the same steps under `bpf_loop`.
+#[inline(always)]
+pub fn hash_range(f: &Frame, off: usize, len: usize, key: &StreamKey, pos: u32) -> u64 {
+    let mut run = HashRun::new(key, off, len, pos);
+    let mut i = 0;
+    while i < FRAME_MAX && run.step(f) {
+        i += 1;
+    }
+    run.lanes.value()
 }

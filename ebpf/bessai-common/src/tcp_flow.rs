@@ -39,7 +39,7 @@ use crate::{
     decide::{AduRun, Decision, Flows, Layout, Policy},
     frame::Frame,
     reason::{Action, Reason},
-    stream_hash::{self, Lanes},
+    stream_hash,
     types::{
         Conduit, FIN_CLIENT, FIN_SERVER, FLOW_DROPPED, FLOW_RESETTING, FlowKey, FlowState,
         HALF_OPEN_SYN, HALF_OPEN_SYN_ACK, HalfOpen, MODE_MONITOR, ON_DENY_RESET, STAT_DUPLICATE,
@@ -70,24 +70,44 @@ const fn in_zone(zones: u64, zone: u8) -> bool {
     (zones >> (zone & 63)) & 1 == 1
 }
 
-/// The parts of one TCP segment the normalizer reads.
-pub(crate) struct Segment<'a> {
-    pub f: &'a Frame<'a>,
-    pub lay: &'a Layout,
-    /// Oriented client -> server.
-    pub key: FlowKey,
-    pub flags: u8,
+/// What [`client_segment`] found: a verdict, or bytes to judge.
+pub(crate) struct ClientOut {
+    pub verdict: Decision,
+    pub pending: Pending,
 }
 
-/// A client segment toward a conduit's asset.
+/// True when the segment's new bytes are to be judged (described in
+/// `out.pending`), false with the verdict in `out.verdict`.
 #[inline(always)]
 pub(crate) fn client_segment<P: Policy + ?Sized, F: Flows + ?Sized>(
-    seg: &Segment,
+    f: &Frame,
+    lay: &Layout,
+    policy: &P,
+    flows: &mut F,
+    conduit: &Conduit,
+    out: &mut ClientOut,
+) -> bool {
+    match client_step(f, lay, policy, flows, conduit) {
+        Step::Done(verdict) => {
+            out.verdict = verdict;
+            false
+        }
+        Step::Judge(p) => {
+            out.pending = p;
+            true
+        }
+    }
+}
+
+#[inline(always)]
+fn client_step<P: Policy + ?Sized, F: Flows + ?Sized>(
+    f: &Frame,
+    lay: &Layout,
     policy: &P,
     flows: &mut F,
     conduit: &Conduit,
 ) -> Step {
-    let (f, lay, key, flags) = (seg.f, seg.lay, &seg.key, seg.flags);
+    let (key, flags) = (&lay.key, lay.flags);
     if !in_zone(policy.ingress_zones(), conduit.client_zone) {
         return Step::Done(Decision::drop(Reason::Spoofed));
     }
@@ -108,7 +128,7 @@ pub(crate) fn client_segment<P: Policy + ?Sized, F: Flows + ?Sized>(
         }
         return Step::Done(deny_untracked(conduit, Reason::UnknownFlow, lay));
     };
-    let out = established(f, &stream_key, flow, conduit, flags, lay);
+    let out = established(f, policy, &stream_key, flow, conduit, flags, lay);
     if let Some(stat) = out.stat {
         flows.count(stat);
     }
@@ -218,8 +238,9 @@ fn complete_handshake<F: Flows + ?Sized>(
 
 /// A client segment on a tracked connection.
 #[inline(always)]
-fn established(
+fn established<P: Policy + ?Sized>(
     f: &Frame,
+    policy: &P,
     stream_key: &StreamKey,
     flow: &mut FlowState,
     conduit: &Conduit,
@@ -277,7 +298,7 @@ fn established(
         let Some(expected) = recorded_hash(flow, from, to) else {
             return Outcome::counted(Decision::silent(Reason::Unverifiable), STAT_UNVERIFIABLE);
         };
-        let copy = hash_range(
+        let copy = policy.hash_range(
             f,
             lay.payload + from.wrapping_sub(seq) as usize,
             to.wrapping_sub(from) as usize,
@@ -299,7 +320,7 @@ fn established(
         return Outcome::counted(Decision::silent(Reason::WindowFull), STAT_WINDOW_FULL);
     }
     let new_len = end.wrapping_sub(judged) as usize;
-    let hash = hash_range(
+    let hash = policy.hash_range(
         f,
         lay.payload + new_off,
         new_len,
@@ -307,7 +328,6 @@ fn established(
         stream_hash::position(flow, judged),
     );
     Outcome::of_step(Step::Judge(Pending {
-        conduit: *conduit,
         off: lay.payload + new_off,
         len: new_len,
         start: judged,
@@ -321,9 +341,8 @@ fn established(
 /// ADUs of `len` bytes at frame offset `off`, then [`commit`]. The ADU loop
 /// runs between the two, at the top of the decision, where the kernel's
 /// `bpf_loop` callback finds the most stack room.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Pending {
-    pub conduit: Conduit,
     pub off: usize,
     pub len: usize,
     /// Stream range of the new bytes: `[start, end)`, `start` the old `judged_end`.
@@ -333,7 +352,7 @@ pub(crate) struct Pending {
     pub fin: bool,
 }
 
-pub(crate) enum Step {
+enum Step {
     Done(Decision),
     Judge(Pending),
 }
@@ -342,12 +361,13 @@ pub(crate) enum Step {
 /// or applies the denial of the first denied ADU.
 #[inline(never)]
 pub(crate) fn commit<F: Flows + ?Sized>(
-    seg: &Segment,
+    lay: &Layout,
     flows: &mut F,
+    conduit: &Conduit,
     p: &Pending,
     run: &AduRun,
 ) -> Decision {
-    let Some(flow) = flows.flow_mut(&seg.key) else {
+    let Some(flow) = flows.flow_mut(&lay.key) else {
         // Evicted while its ADUs were judged: nothing passes untracked.
         return Decision::silent(Reason::UnknownFlow);
     };
@@ -358,7 +378,7 @@ pub(crate) fn commit<F: Flows + ?Sized>(
     d.has_adu = run.has_adu;
     d.adu = run.adu;
     if run.reason != Reason::Allowed {
-        let denied = deny(flow, &p.conduit, run.reason, seg.lay);
+        let denied = deny(flow, conduit, run.reason, lay);
         d.action = denied.action;
         d.reason = denied.reason;
         d.event = denied.event;
@@ -381,14 +401,14 @@ pub(crate) fn commit<F: Flows + ?Sized>(
 /// connection (or as the SYN-ACK or refusal of one being opened), arriving
 /// from the asset's zone. Its ACK tells how much of the judged stream the
 /// server holds. Not inlined: in the kernel it is a subprogram with a stack
-/// frame of its own (at most five arguments, hence [`Segment`]).
+/// frame of its own.
 #[inline(never)]
 pub(crate) fn server_segment<P: Policy + ?Sized, F: Flows + ?Sized>(
-    seg: &Segment,
+    lay: &Layout,
     policy: &P,
     flows: &mut F,
 ) -> Decision {
-    let (lay, key, flags) = (seg.lay, &seg.key, seg.flags);
+    let (key, flags) = (&lay.key, lay.flags);
     let zones = policy.ingress_zones();
     if let Some(flow) = flows.flow_mut(key) {
         if !in_zone(zones, flow.server_zone) {
@@ -499,26 +519,6 @@ fn recorded_hash(flow: &FlowState, from: u32, to: u32) -> Option<u64> {
         i += 1;
     }
     None
-}
-
-/// The stream hash of `len` payload bytes from frame offset `off`, the first
-/// of them at stream position `pos`. Not inlined: in the kernel it is a
-/// subprogram with a stack frame of its own (the caller's is nearly full).
-#[inline(never)]
-fn hash_range(f: &Frame, off: usize, len: usize, key: &StreamKey, pos: u32) -> u64 {
-    let mut lanes = Lanes::at(key, pos);
-    let mut i = 0;
-    while i < crate::types::FRAME_MAX {
-        if i >= len {
-            break;
-        }
-        let Some(b) = f.u8(off + i) else {
-            break;
-        };
-        lanes.push(key, b);
-        i += 1;
-    }
-    lanes.value()
 }
 
 /// A denial on a tracked connection, by the conduit's mode and action.

@@ -28,6 +28,13 @@ pub const MAX_HALF_OPEN: u32 = 16384;
 pub const STREAM_RECORDS: usize = 8;
 /// Zones a policy may have: ingress interfaces carry a bit mask of them.
 pub const MAX_ZONES: usize = 64;
+
+/// Key of the kernel's interface-zones map: per policy generation, because a
+/// policy's zone indices may change on reload; interface index 0 means any
+/// interface.
+pub const fn iface_zones_key(generation: u8, ifindex: u32) -> u64 {
+    (generation as u64) << 32 | ifindex as u64
+}
 pub const MAX_ASSETS: u32 = 4096;
 pub const MAX_CONDUIT_PREFIXES: u32 = 65536;
 /// Conduit id used in events for traffic that matched no conduit.
@@ -230,7 +237,7 @@ impl Rule {
 
 /// A TCP connection on a conduit, always oriented client -> server.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub client: Addr,
     pub server: Addr,

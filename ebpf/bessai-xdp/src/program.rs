@@ -17,8 +17,10 @@ use bessai_common::{
     MAX_CONDUITS, MAX_FLOWS, MAX_HALF_OPEN, MAX_RULES, NUM_STATS, NoObserver, Policy, Reason, Rule,
     RuleKey, STAT_RINGBUF_FULL, Settings, StreamKey, Tables, adu_step, decide,
     frame::Frame,
+    iface_zones_key,
     reason::NUM_REASONS,
     rst::{RST_MAX, rst_to_client, rst_to_server},
+    stream_hash::HashRun,
 };
 
 /// Index 0: the policy generation in force (0 or 1). User space writes the
@@ -49,11 +51,12 @@ static HALF_OPEN: LruHashMap<FlowKey, HalfOpen> = LruHashMap::with_max_entries(M
 /// Index 0: the per-boot secret of the stream hash, from user space.
 #[map]
 static STREAM_KEY: Array<StreamKey> = Array::with_max_entries(1, 0);
-/// Interface index -> bit mask of the policy zones it serves (ingress
-/// binding). An interface missing here serves no zone: conduit traffic on it
-/// is dropped as spoofed.
+/// (generation, interface index) -> bit mask of the policy zones the
+/// interface serves (ingress binding; `iface_zones_key`). Interface index 0
+/// stands for "any interface" (development runs without zones). An interface
+/// missing here serves no zone: conduit traffic on it is dropped as spoofed.
 #[map]
-static IFACE_ZONES: HashMap<u32, u64> = HashMap::with_max_entries(256, 0);
+static IFACE_ZONES: HashMap<u64, u64> = HashMap::with_max_entries(512, 0);
 /// `STAT_*` counters.
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_STATS, 0);
@@ -71,12 +74,19 @@ struct Scratch {
     forget: ForgetSlot,
     /// A new flow's state, built here because it does not fit the stack.
     flow: FlowState,
-    /// What every step of the ADU loop reads (`bpf_loop` passes only a
-    /// pointer to the caller's stack, which holds the run itself).
+    /// The ADU loop's state and inputs. In map memory, whose contents the
+    /// verifier does not track: the `bpf_loop` callback then converges after
+    /// one pass instead of being verified once per ADU offset.
+    adu_run: AduRun,
     adu_conduit: Conduit,
     adu_frame_len: usize,
     adu_wire_len: usize,
     adu_generation: u8,
+    /// The stream hash in progress (`bpf_loop`, like the ADU loop).
+    hash: HashRun,
+    /// The event's addresses and the aggregation key, filled in place.
+    aggregate: AggregateKey,
+    event_dst: Addr,
 }
 
 /// Room for a value passed through `Tables::forget`.
@@ -158,24 +168,40 @@ impl Tables for MapTables {
     }
 }
 
-extern "C" fn adu_loop_step(_index: u64, ctx: *mut c_void) -> i64 {
-    let Some(scratch) = SCRATCH.get_ptr(0) else {
+extern "C" fn adu_loop_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 1;
     };
-    // SAFETY: `ctx` is the `AduRun` that `judge_adus` passed to bpf_loop,
-    // on its stack for the duration of the call; the scratch value is this
-    // CPU's, holding the frame being judged and the loop's inputs.
-    let (run, s) = unsafe { (&mut *ctx.cast::<AduRun>(), &*scratch) };
+    // SAFETY: this CPU's scratch value, holding the frame being judged and
+    // the loop's state; the fields borrowed here do not overlap.
+    let s = unsafe { &mut *scratch };
     let frame = Frame::new(&s.frame, s.adu_frame_len, s.adu_wire_len);
     let policy = MapPolicy {
         generation: s.adu_generation,
         ifindex: 0,
     };
-    if adu_step(&frame, &policy, &s.adu_conduit, run, &mut NoObserver) {
+    if adu_step(
+        &frame,
+        &policy,
+        &s.adu_conduit,
+        &mut s.adu_run,
+        &mut NoObserver,
+    ) {
         0
     } else {
         1
     }
+}
+
+extern "C" fn hash_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch value, holding the frame and the hash run;
+    // the fields borrowed here do not overlap.
+    let s = unsafe { &mut *scratch };
+    let frame = Frame::new(&s.frame, s.adu_frame_len, s.adu_wire_len);
+    if s.hash.step(&frame) { 0 } else { 1 }
 }
 
 impl Policy for MapPolicy {
@@ -202,11 +228,11 @@ impl Policy for MapPolicy {
     }
 
     #[inline(always)]
-    fn conduit(&self, key: &ConduitKey) -> Option<Conduit> {
+    fn conduit(&self, key: &ConduitKey) -> Option<&Conduit> {
         // SAFETY: ConduitKey is #[repr(C)] { prefix_len: u32, data: [u8; 36] }
         // (size asserted), the layout of lpm_trie::Key<[u8; 36]>.
         let key = unsafe { &*(key as *const ConduitKey).cast::<Key<[u8; CONDUIT_KEY_DATA]>>() };
-        CONDUITS.get(key).copied()
+        CONDUITS.get(key)
     }
 
     #[inline(always)]
@@ -217,8 +243,10 @@ impl Policy for MapPolicy {
 
     #[inline(always)]
     fn ingress_zones(&self) -> u64 {
-        // SAFETY: a u64 copied out at once.
-        unsafe { IFACE_ZONES.get(&self.ifindex) }
+        let this = iface_zones_key(self.generation, self.ifindex);
+        let any = iface_zones_key(self.generation, 0);
+        // SAFETY: u64s copied out at once.
+        unsafe { IFACE_ZONES.get(&this).or_else(|| IFACE_ZONES.get(&any)) }
             .copied()
             .unwrap_or(0)
     }
@@ -237,29 +265,55 @@ impl Policy for MapPolicy {
         len: usize,
         _obs: &mut O,
     ) -> AduRun {
-        let mut run = AduRun::new(off, len);
         let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+            let mut run = AduRun::new(off, len);
             run.reason = Reason::TooManyAdus;
             return run;
         };
         // SAFETY: this CPU's scratch value; the frame field is not touched.
         unsafe {
+            (*scratch).adu_run = AduRun::new(off, len);
             (*scratch).adu_conduit = *conduit;
             (*scratch).adu_frame_len = f.len();
             (*scratch).adu_wire_len = f.wire_len();
             (*scratch).adu_generation = self.generation;
         }
-        // SAFETY: the callback is a static function of this program; the
-        // context is this stack variable, alive for the whole call.
+        // SAFETY: the callback is a static function of this program and
+        // takes no context (its state is in the scratch value).
         unsafe {
             bpf_loop(
                 MAX_ADUS as u32,
                 adu_loop_step as *mut c_void,
-                (&raw mut run).cast(),
+                core::ptr::null_mut(),
                 0,
             )
         };
-        run.finish()
+        // SAFETY: as above; the loop has finished.
+        unsafe { (*scratch).adu_run }.finish()
+    }
+
+    #[inline(always)]
+    fn hash_range(&self, f: &Frame, off: usize, len: usize, key: &StreamKey, pos: u32) -> u64 {
+        let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+            return 0;
+        };
+        // SAFETY: this CPU's scratch value; the frame field is not touched.
+        unsafe {
+            (*scratch).hash = HashRun::new(key, off, len, pos);
+            (*scratch).adu_frame_len = f.len();
+            (*scratch).adu_wire_len = f.wire_len();
+        }
+        // SAFETY: a static callback of this program, state in the scratch value.
+        unsafe {
+            bpf_loop(
+                FRAME_MAX as u32,
+                hash_step as *mut c_void,
+                core::ptr::null_mut(),
+                0,
+            )
+        };
+        // SAFETY: as above; the loop has finished.
+        unsafe { (*scratch).hash.lanes.value() }
     }
 
     #[inline(always)]
@@ -365,7 +419,7 @@ fn try_filter(ctx: &XdpContext) -> Result<u32, Fault> {
     if rc != 0 {
         return Err(Fault::LoadBytes);
     }
-    *lay = Layout::default();
+    lay.reset();
     let frame = Frame::new(buf, copy, wire_len);
     *decision = decide(
         &frame,
@@ -450,9 +504,18 @@ fn account(d: &Decision, lay: &Layout, frame: &Frame) {
         }
     }
     if d.event {
-        let (src, dst) = lay.addrs(frame);
-        if let Some(suppressed) = aggregate(d.reason, &src) {
-            emit(d, lay, &src, &dst, suppressed);
+        let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+            return;
+        };
+        // SAFETY: this CPU's scratch value; the frame and layout fields are
+        // only read here.
+        let (key, dst) = unsafe { (&mut (*scratch).aggregate, &mut (*scratch).event_dst) };
+        lay.src_into(frame, &mut key.src);
+        lay.dst_into(frame, dst);
+        key.reason = d.reason as u8;
+        key._pad = [0; 3];
+        if let Some(suppressed) = aggregate(key) {
+            emit(d, lay, &key.src, dst, suppressed);
         }
     }
 }
@@ -461,21 +524,19 @@ fn account(d: &Decision, lay: &Layout, frame: &Frame) {
 /// source already had its event in this window, else the number of events
 /// it folded since its last one.
 #[inline(always)]
-fn aggregate(reason: Reason, src: &Addr) -> Option<u32> {
-    if !matches!(
-        reason,
-        Reason::NoConduit | Reason::Malformed | Reason::Spoofed | Reason::NoFlow
-    ) {
+fn aggregate(key: &AggregateKey) -> Option<u32> {
+    let aggregated = [
+        Reason::NoConduit,
+        Reason::Malformed,
+        Reason::Spoofed,
+        Reason::NoFlow,
+    ];
+    if !aggregated.iter().any(|r| *r as u8 == key.reason) {
         return Some(0);
     }
-    let key = AggregateKey {
-        src: *src,
-        reason: reason as u8,
-        _pad: [0; 3],
-    };
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    match AGGREGATE.get_ptr_mut(&key) {
+    match AGGREGATE.get_ptr_mut(key) {
         Some(v) => {
             // SAFETY: a map value of this program.
             let v = unsafe { &mut *v };
@@ -494,7 +555,7 @@ fn aggregate(reason: Reason, src: &Addr) -> Option<u32> {
                 suppressed: 0,
                 _pad: 0,
             };
-            let _ = AGGREGATE.insert(&key, &fresh, 0);
+            let _ = AGGREGATE.insert(key, &fresh, 0);
             Some(0)
         }
     }

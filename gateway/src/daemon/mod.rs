@@ -82,6 +82,17 @@ pub fn run(args: RunArgs) -> u8 {
             Err(e) => return load_failed(&e),
         },
     };
+    if let Some(c) = &settings.config {
+        let ports: Vec<(String, String)> = c
+            .interfaces
+            .iter()
+            .map(|i| (i.name.clone(), i.zone.clone()))
+            .collect();
+        if let Err(e) = dp.bind_zones(&ports) {
+            tracing::error!(error = %e, "cannot bind the ports to their zones");
+            return exit::OSERR;
+        }
+    }
     if let Err(e) = running.switch_in(&mut dp) {
         tracing::error!(error = %e, "cannot install the policy");
         return exit::OSERR;

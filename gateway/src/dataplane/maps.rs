@@ -14,7 +14,7 @@ use aya::{
 };
 use bessai_common::{
     Addr, CONDUIT_KEY_DATA, Conduit, ConduitCounters, ConduitKey, FlowKey, FlowState,
-    MAX_POLICY_CONDUITS, Rule, RuleKey, Settings,
+    MAX_POLICY_CONDUITS, Rule, RuleKey, Settings, StreamKey, iface_zones_key,
 };
 use bessai_policy::Compiled;
 
@@ -66,9 +66,47 @@ fn set_active(ebpf: &mut Ebpf, g: u8) -> Result<(), DataplaneError> {
     a.set(0, u32::from(g), 0).map_err(map_err("ACTIVE"))
 }
 
+/// Which policy zones each interface serves, for ingress binding: `None`
+/// (development runs without zones) lets every interface serve every zone.
+pub type IfaceZones = Option<Vec<(u32, String)>>;
+
+/// The ingress masks of generation `g`: interface index -> zone bits.
+fn zone_masks(c: &Compiled, ifaces: &IfaceZones) -> Vec<(u32, u64)> {
+    let Some(ifaces) = ifaces else {
+        return vec![(0, u64::MAX)];
+    };
+    let mut masks: Vec<(u32, u64)> = Vec::new();
+    for (ifindex, zone) in ifaces {
+        let bit = c
+            .zones
+            .iter()
+            .position(|z| z == zone)
+            .map_or(0, |i| 1u64 << (i & 63));
+        match masks.iter_mut().find(|(i, _)| i == ifindex) {
+            Some((_, m)) => *m |= bit,
+            None => masks.push((*ifindex, bit)),
+        }
+    }
+    masks
+}
+
 /// Writes `c` as generation `g`, which must not be in force and must have
 /// been purged (its conduit counters are then zero).
-pub(super) fn write_generation(ebpf: &mut Ebpf, g: u8, c: &Compiled) -> Result<(), DataplaneError> {
+pub(super) fn write_generation(
+    ebpf: &mut Ebpf,
+    g: u8,
+    c: &Compiled,
+    ifaces: &IfaceZones,
+) -> Result<(), DataplaneError> {
+    {
+        let mut zones: HashMap<&mut MapData, u64, u64> =
+            HashMap::try_from(map_mut(ebpf, "IFACE_ZONES")?).map_err(map_err("IFACE_ZONES"))?;
+        for (ifindex, mask) in zone_masks(c, ifaces) {
+            zones
+                .insert(iface_zones_key(g, ifindex), mask, 0)
+                .map_err(map_err("IFACE_ZONES"))?;
+        }
+    }
     {
         let mut conduits: LpmTrie<&mut MapData, [u8; CONDUIT_KEY_DATA], Conduit> =
             LpmTrie::try_from(map_mut(ebpf, "CONDUITS")?).map_err(map_err("CONDUITS"))?;
@@ -120,6 +158,18 @@ pub(super) fn write_generation(ebpf: &mut Ebpf, g: u8, c: &Compiled) -> Result<(
 /// Removes every entry of generation `g` (which must not be in force),
 /// whatever wrote it: the previous policy, or a reload that crashed half way.
 pub(super) fn purge_generation(ebpf: &mut Ebpf, g: u8) -> Result<(), DataplaneError> {
+    {
+        let mut zones: HashMap<&mut MapData, u64, u64> =
+            HashMap::try_from(map_mut(ebpf, "IFACE_ZONES")?).map_err(map_err("IFACE_ZONES"))?;
+        let stale: Vec<u64> = zones
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k >> 32 == u64::from(g))
+            .collect();
+        for k in stale {
+            zones.remove(&k).map_err(map_err("IFACE_ZONES"))?;
+        }
+    }
     {
         let mut conduits: LpmTrie<&mut MapData, [u8; CONDUIT_KEY_DATA], Conduit> =
             LpmTrie::try_from(map_mut(ebpf, "CONDUITS")?).map_err(map_err("CONDUITS"))?;
@@ -190,6 +240,7 @@ pub struct Switch {
 pub(super) fn switch(
     ebpf: &mut Ebpf,
     c: &Compiled,
+    ifaces: &IfaceZones,
     spare_clean: bool,
 ) -> Result<Switch, DataplaneError> {
     let started = std::time::Instant::now();
@@ -202,7 +253,7 @@ pub(super) fn switch(
         purge_generation(ebpf, to)?;
     }
     let purged = started.elapsed();
-    write_generation(ebpf, to, c)?;
+    write_generation(ebpf, to, c, ifaces)?;
     set_active(ebpf, to)?;
     let to_enforced = started.elapsed();
     tracing::debug!(
@@ -237,4 +288,32 @@ pub(super) fn clear_flows(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
         let _ = flows.remove(&k);
     }
     Ok(())
+}
+
+/// Makes sure the per-boot stream key is set: a key pinned by an earlier run
+/// of this boot is kept (live connections' records were hashed with it), an
+/// unset one is drawn from the kernel's random source.
+pub(super) fn ensure_stream_key(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    let mut keys: Array<&mut MapData, StreamKey> =
+        Array::try_from(map_mut(ebpf, "STREAM_KEY")?).map_err(map_err("STREAM_KEY"))?;
+    let current = keys.get(&0, 0).map_err(map_err("STREAM_KEY"))?;
+    if bessai_common::stream_hash::key_is_set(&current) {
+        return Ok(());
+    }
+    let key = random_stream_key().map_err(DataplaneError::Random)?;
+    keys.set(0, key, 0).map_err(map_err("STREAM_KEY"))
+}
+
+/// Two multipliers in 2..P-1 from /dev/urandom (the kernel's CSPRNG).
+fn random_stream_key() -> std::io::Result<StreamKey> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let draw = |b: &[u8]| {
+        let v = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        v % (bessai_common::stream_hash::P - 3) + 2
+    };
+    Ok(StreamKey {
+        r: [draw(&bytes[..8]), draw(&bytes[8..])],
+    })
 }

@@ -60,6 +60,10 @@ pub enum DataplaneError {
     Cpus(#[source] std::io::Error),
     #[error("bpffs pin {path}: {reason}")]
     Pin { path: String, reason: String },
+    #[error("reading the random source for the stream key: {0}")]
+    Random(#[source] std::io::Error),
+    #[error("interface {0}: no such interface")]
+    NoInterface(String),
 }
 
 /// How a program ended up attached to an interface.
@@ -98,6 +102,8 @@ pub struct Dataplane {
     pins: Option<PinPaths>,
     /// The spare generation holds no entries (see maps.rs).
     spare_clean: bool,
+    /// Interface index and zone name of each port (ingress binding).
+    iface_zones: maps::IfaceZones,
 }
 
 /// One BPF_PROG_TEST_RUN result.
@@ -120,11 +126,13 @@ impl Dataplane {
             .ok_or(DataplaneError::NoProgram)?
             .try_into()?;
         prog.load()?;
+        maps::ensure_stream_key(&mut ebpf)?;
         Ok(Self {
             ebpf,
             links: Vec::new(),
             pins: None,
             spare_clean: true,
+            iface_zones: None,
         })
     }
 
@@ -139,6 +147,7 @@ impl Dataplane {
             .try_into()?;
         prog.load()?;
         pins::pin_program(&pins, prog)?;
+        maps::ensure_stream_key(&mut ebpf)?;
         Ok((
             Self {
                 ebpf,
@@ -146,6 +155,7 @@ impl Dataplane {
                 pins: Some(pins),
                 // A crash during a reload can leave part of a policy there.
                 spare_clean: false,
+                iface_zones: None,
             },
             adopted,
         ))
@@ -155,9 +165,34 @@ impl Dataplane {
     /// spare generation, then switched to; the old generation is removed
     /// afterwards.
     pub fn install(&mut self, compiled: &Compiled) -> Result<Switch, DataplaneError> {
-        let sw = maps::switch(&mut self.ebpf, compiled, self.spare_clean);
+        let sw = maps::switch(
+            &mut self.ebpf,
+            compiled,
+            &self.iface_zones,
+            self.spare_clean,
+        );
         self.spare_clean = sw.is_ok();
         sw
+    }
+
+    /// Binds each port to its zone (interface name, zone name): conduit
+    /// clients are then accepted only on their zone's ports, assets' answers
+    /// only on theirs. Takes effect with the next [`Dataplane::install`];
+    /// without it (development runs) every port serves every zone.
+    pub fn bind_zones(&mut self, ports: &[(String, String)]) -> Result<(), DataplaneError> {
+        let mut bound = Vec::new();
+        for (iface, zone) in ports {
+            let name = std::ffi::CString::new(iface.as_str())
+                .map_err(|_| DataplaneError::NoInterface(iface.clone()))?;
+            // SAFETY: a valid NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if ifindex == 0 {
+                return Err(DataplaneError::NoInterface(iface.clone()));
+            }
+            bound.push((ifindex, zone.clone()));
+        }
+        self.iface_zones = Some(bound);
+        Ok(())
     }
 
     /// The policy generation in force.
