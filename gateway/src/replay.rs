@@ -158,7 +158,7 @@ impl<'a> Replayer<'a> {
         let mut seen = Seen::default();
         // A first look, without changing state: is this a client data segment?
         let before = self.client_flow(&frame);
-        if let Some((key, seq, _, conduit)) = before {
+        if let Some((key, seq, _, Some(conduit))) = before {
             let tracked = self
                 .tables
                 .flow(&key)
@@ -203,7 +203,9 @@ impl<'a> Replayer<'a> {
                 consumed += v.len;
                 reported += 1;
             }
-            if d.reason != Reason::Allowed {
+            // Retransmissions, duplicates and segments TCP will send again
+            // (out of order) are not transactions of their own.
+            if d.reason.is_denial() {
                 let conduit = (d.conduit != bessai_common::NO_CONDUIT).then_some(d.conduit);
                 let rest = walk_adus(&frame, &lay, consumed);
                 if rest.is_empty() && reported == 0 && lay.payload_len > 0 {
@@ -226,9 +228,9 @@ impl<'a> Replayer<'a> {
         }
     }
 
-    /// For a client -> conduit-port segment with data on a conduit: its
-    /// flow key, sequence number, length and conduit.
-    fn client_flow(&self, frame: &Frame) -> Option<(FlowKey, u32, u32, Conduit)> {
+    /// For a client -> conduit-port segment with data: its flow key,
+    /// sequence number, length and conduit (none for a host in no conduit).
+    fn client_flow(&self, frame: &Frame) -> Option<(FlowKey, u32, u32, Option<Conduit>)> {
         let mut probe = ProbeTables {
             policy: &self.tables.policy,
             flows: NoFlows,
@@ -246,8 +248,10 @@ impl<'a> Replayer<'a> {
             client_port: lay.src_port,
             server_port: lay.dst_port,
         };
-        let conduit = policy.conduit(&ConduitKey::new(0, dst, lay.dst_port, src))?;
-        Some((key, lay.seq, lay.payload_len as u32, *conduit))
+        let conduit = policy
+            .conduit(&ConduitKey::new(0, dst, lay.dst_port, src))
+            .copied();
+        Some((key, lay.seq, lay.payload_len as u32, conduit))
     }
 
     /// The kernel value of the conduit with id `id` (any of its sources).

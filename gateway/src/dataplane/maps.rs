@@ -13,7 +13,7 @@ use aya::{
     util::nr_cpus,
 };
 use bessai_common::{
-    Addr, CONDUIT_KEY_DATA, Conduit, ConduitCounters, ConduitKey, FlowKey, FlowState,
+    Addr, CONDUIT_KEY_DATA, Conduit, ConduitCounters, ConduitKey, FlowKey, FlowState, HalfOpen,
     MAX_POLICY_CONDUITS, Rule, RuleKey, Settings, StreamKey, iface_zones_key,
 };
 use bessai_policy::Compiled;
@@ -316,4 +316,43 @@ fn random_stream_key() -> std::io::Result<StreamKey> {
     Ok(StreamKey {
         r: [draw(&bytes[..8]), draw(&bytes[8..])],
     })
+}
+
+pub(super) fn stream_key(ebpf: &Ebpf) -> Result<StreamKey, DataplaneError> {
+    let keys: Array<&MapData, StreamKey> = Array::try_from(
+        ebpf.map("STREAM_KEY")
+            .ok_or(DataplaneError::NoMap("STREAM_KEY"))?,
+    )
+    .map_err(map_err("STREAM_KEY"))?;
+    keys.get(&0, 0).map_err(map_err("STREAM_KEY"))
+}
+
+pub(super) fn flow(ebpf: &Ebpf, key: &FlowKey) -> Result<Option<FlowState>, DataplaneError> {
+    let flows: HashMap<&MapData, FlowKey, FlowState> =
+        HashMap::try_from(ebpf.map("FLOWS").ok_or(DataplaneError::NoMap("FLOWS"))?)
+            .map_err(map_err("FLOWS"))?;
+    match flows.get(key, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(DataplaneError::Map {
+            map: "FLOWS",
+            source: e,
+        }),
+    }
+}
+
+pub(super) fn half_open(ebpf: &Ebpf, key: &FlowKey) -> Result<Option<HalfOpen>, DataplaneError> {
+    let half: HashMap<&MapData, FlowKey, HalfOpen> = HashMap::try_from(
+        ebpf.map("HALF_OPEN")
+            .ok_or(DataplaneError::NoMap("HALF_OPEN"))?,
+    )
+    .map_err(map_err("HALF_OPEN"))?;
+    match half.get(key, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(DataplaneError::Map {
+            map: "HALF_OPEN",
+            source: e,
+        }),
+    }
 }

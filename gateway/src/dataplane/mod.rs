@@ -349,6 +349,27 @@ impl Dataplane {
         Ok((reason, action))
     }
 
+    /// The per-boot stream key (tests give the host decision the same one).
+    pub fn stream_key(&self) -> Result<bessai_common::StreamKey, DataplaneError> {
+        maps::stream_key(&self.ebpf)
+    }
+
+    /// A tracked connection's state, as the normalizer left it.
+    pub fn flow(
+        &self,
+        key: &bessai_common::FlowKey,
+    ) -> Result<Option<bessai_common::FlowState>, DataplaneError> {
+        maps::flow(&self.ebpf, key)
+    }
+
+    /// A connection in its handshake.
+    pub fn half_open(
+        &self,
+        key: &bessai_common::FlowKey,
+    ) -> Result<Option<bessai_common::HalfOpen>, DataplaneError> {
+        maps::half_open(&self.ebpf, key)
+    }
+
     /// Forgets every tracked TCP connection.
     pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
         maps::clear_flows(&mut self.ebpf)
