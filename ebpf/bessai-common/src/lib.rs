@@ -25,6 +25,8 @@ pub mod tcp_flow;
 pub mod types;
 
 #[cfg(test)]
+mod normalizer_tests;
+#[cfg(test)]
 mod tests;
 
 pub use decide::{
