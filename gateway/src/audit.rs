@@ -51,6 +51,14 @@ pub enum AuditEvent {
         /// What changed that a reload cannot apply.
         needs_restart: Vec<String>,
     },
+    /// The kernel could not hand denial events to the daemon (its ring
+    /// buffer was full): the per-reason counters still count them.
+    KernelEventsLost {
+        /// Lost since the last report.
+        lost: u64,
+        /// Lost since the program was loaded.
+        total: u64,
+    },
 }
 
 impl AuditEvent {
@@ -62,6 +70,7 @@ impl AuditEvent {
             AuditEvent::ReloadUnchanged { .. } => "reload_unchanged",
             AuditEvent::ReloadFailed { .. } => "reload_failed",
             AuditEvent::ConfigChanged { .. } => "config_changed",
+            AuditEvent::KernelEventsLost { .. } => "kernel_events_lost",
         }
     }
 
@@ -115,6 +124,9 @@ impl AuditEvent {
                 ("config", config.clone()),
                 ("needs_restart", needs_restart.join(", ")),
             ],
+            AuditEvent::KernelEventsLost { lost, total } => {
+                vec![("lost", lost.to_string()), ("total", total.to_string())]
+            }
         }
     }
 
@@ -164,6 +176,10 @@ impl AuditEvent {
             } => tracing::warn!(
                 target: "bessai::audit", audit, config, needs_restart = needs_restart.join(", "),
                 "configuration changed; these changes take effect at the next restart"
+            ),
+            AuditEvent::KernelEventsLost { lost, total } => tracing::error!(
+                target: "bessai::audit", audit, lost, total,
+                "denial events lost in the kernel (ring buffer full); counters still count them"
             ),
         }
     }

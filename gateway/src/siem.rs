@@ -207,6 +207,9 @@ impl Pipeline {
         };
         e.src = Some(addr(&k.src));
         e.dst = Some(addr(&k.dst));
+        // The kernel folds floods of no-conduit, malformed, spoofed and
+        // no-flow denials from one source into one event per second.
+        e.count = 1 + k.suppressed;
         e.src_port = Some(k.src_port);
         e.dst_port = Some(k.dst_port);
         if k.flags & EVENT_HAS_ADU != 0 {
@@ -236,6 +239,10 @@ impl Pipeline {
             AuditEvent::ReloadFailed { .. } => (
                 EventClass::ReloadFailed,
                 "reload rejected, the running policy stays in force",
+            ),
+            AuditEvent::KernelEventsLost { .. } => (
+                EventClass::EventsDropped,
+                "kernel events lost (ring buffer full)",
             ),
             AuditEvent::ConfigChanged { .. } => {
                 (EventClass::ConfigChanged, "configuration changed")

@@ -156,10 +156,17 @@ pub fn run(args: RunArgs) -> u8 {
         tick.tick().await;
         let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut siem_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut loss_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut events_lost = dp.stream_stats().map_or(0, |s| s.ringbuf_full);
         loop {
             tokio::select! {
                 r = events.next_batch(|e| traffic_event(e, &running, &mut siem)) => { r?; }
                 _ = tick.tick(), if stats > 0 => log_counters(&dp, &running),
+                _ = loss_tick.tick() => {
+                    if let Some(a) = kernel_losses(&dp, &mut events_lost) {
+                        emit(&mut siem, a);
+                    }
+                }
                 _ = siem_tick.tick(), if siem.is_some() => {
                     if let Some(p) = siem.as_mut() {
                         p.tick();
@@ -266,6 +273,17 @@ fn load_failed(e: &crate::dataplane::DataplaneError) -> u8 {
     }
 }
 
+/// An audit record when the kernel lost events since the last look.
+fn kernel_losses(dp: &Dataplane, seen: &mut u64) -> Option<AuditEvent> {
+    let total = dp.stream_stats().ok()?.ringbuf_full;
+    if total <= *seen {
+        return None;
+    }
+    let lost = total - *seen;
+    *seen = total;
+    Some(AuditEvent::KernelEventsLost { lost, total })
+}
+
 fn log_counters(dp: &Dataplane, running: &Running) {
     match dp.counters() {
         Ok(c) => {
@@ -291,6 +309,18 @@ fn log_counters(dp: &Dataplane, running: &Running) {
                 );
             }
             tracing::info!(reasons = reasons.join(" "), "packet counters");
+            let s = c.stream;
+            tracing::info!(
+                established = s.established,
+                half_open = s.half_open,
+                out_of_order = s.out_of_order,
+                duplicates = s.duplicates,
+                unverifiable = s.unverifiable,
+                window_full = s.window_full,
+                flow_table_full = s.flow_table_full,
+                events_lost = s.ringbuf_full,
+                "normalizer counters"
+            );
         }
         Err(e) => tracing::warn!(error = %e, "cannot read counters"),
     }

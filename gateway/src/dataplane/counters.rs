@@ -6,7 +6,9 @@ use aya::{
 };
 use bessai_common::{
     CONDUIT_ALLOWED, CONDUIT_DENIED, CONDUIT_MONITORED, CONDUIT_RESETS, ConduitCounters,
-    MAX_POLICY_CONDUITS, Reason, reason::NUM_REASONS,
+    MAX_POLICY_CONDUITS, Reason, STAT_DUPLICATE, STAT_ESTABLISHED, STAT_FLOW_TABLE_FULL,
+    STAT_HALF_OPEN, STAT_OUT_OF_ORDER, STAT_RINGBUF_FULL, STAT_UNVERIFIABLE, STAT_WINDOW_FULL,
+    reason::NUM_REASONS,
 };
 
 use super::DataplaneError;
@@ -19,11 +21,26 @@ pub struct ConduitTotals {
     pub resets: u64,
 }
 
+/// The normalizer's and the event path's own counters (`STAT_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Events lost because the ring buffer was full (user space too slow).
+    pub ringbuf_full: u64,
+    pub out_of_order: u64,
+    pub duplicates: u64,
+    pub unverifiable: u64,
+    pub window_full: u64,
+    pub half_open: u64,
+    pub established: u64,
+    pub flow_table_full: u64,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
     pub by_reason: Vec<(Reason, u64)>,
     /// Index = conduit id.
     pub by_conduit: Vec<ConduitTotals>,
+    pub stream: StreamStats,
 }
 
 impl Counters {
@@ -80,5 +97,29 @@ pub(super) fn read(ebpf: &Ebpf, g: u8) -> Result<Counters, DataplaneError> {
     Ok(Counters {
         by_reason,
         by_conduit,
+        stream: read_stats(ebpf)?,
+    })
+}
+
+/// The `STAT_*` counters, summed over CPUs.
+pub(super) fn read_stats(ebpf: &Ebpf) -> Result<StreamStats, DataplaneError> {
+    let err = |source| DataplaneError::Map {
+        map: "STATS",
+        source,
+    };
+    let stats: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(ebpf.map("STATS").ok_or(DataplaneError::NoMap("STATS"))?)
+            .map_err(err)?;
+    let get =
+        |i: u32| -> Result<u64, DataplaneError> { Ok(stats.get(&i, 0).map_err(err)?.iter().sum()) };
+    Ok(StreamStats {
+        ringbuf_full: get(STAT_RINGBUF_FULL)?,
+        out_of_order: get(STAT_OUT_OF_ORDER)?,
+        duplicates: get(STAT_DUPLICATE)?,
+        unverifiable: get(STAT_UNVERIFIABLE)?,
+        window_full: get(STAT_WINDOW_FULL)?,
+        half_open: get(STAT_HALF_OPEN)?,
+        established: get(STAT_ESTABLISHED)?,
+        flow_table_full: get(STAT_FLOW_TABLE_FULL)?,
     })
 }

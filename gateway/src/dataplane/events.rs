@@ -85,6 +85,8 @@ pub fn render_event(e: &Event, conduit_name: impl Fn(u16) -> Option<String>) {
     let src = format!("{}:{}", addr(&e.src), e.src_port);
     let dst = format!("{}:{}", addr(&e.dst), e.dst_port);
     let monitor = e.flags & EVENT_MONITOR != 0;
+    // Denials the kernel folded into this one (floods from one source).
+    let suppressed = e.suppressed;
     if e.flags & EVENT_HAS_ADU != 0 {
         tracing::warn!(
             target: "bessai::conduit",
@@ -95,7 +97,7 @@ pub fn render_event(e: &Event, conduit_name: impl Fn(u16) -> Option<String>) {
     } else {
         tracing::warn!(
             target: "bessai::conduit",
-            conduit, src, dst, reason, action, monitor,
+            conduit, src, dst, reason, action, monitor, suppressed,
             "{}", if monitor { "would deny (monitor mode)" } else { "denied" }
         );
     }

@@ -287,6 +287,12 @@ pub(super) fn clear_flows(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
         // Ignore: an LRU entry may be evicted between listing and removal.
         let _ = flows.remove(&k);
     }
+    let mut half: HashMap<&mut MapData, FlowKey, HalfOpen> =
+        HashMap::try_from(map_mut(ebpf, "HALF_OPEN")?).map_err(map_err("HALF_OPEN"))?;
+    let keys: Vec<FlowKey> = half.keys().filter_map(Result::ok).collect();
+    for k in keys {
+        let _ = half.remove(&k);
+    }
     Ok(())
 }
 

@@ -380,6 +380,11 @@ impl Dataplane {
         counters::read(&self.ebpf, self.active_generation()?)
     }
 
+    /// The normalizer's and the event path's counters alone (cheap: one map).
+    pub fn stream_stats(&self) -> Result<counters::StreamStats, DataplaneError> {
+        counters::read_stats(&self.ebpf)
+    }
+
     /// Takes the event ring buffer (once).
     pub fn events(&mut self) -> Result<EventStream, DataplaneError> {
         EventStream::take(&mut self.ebpf)
