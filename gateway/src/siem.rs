@@ -207,8 +207,8 @@ impl Pipeline {
         };
         e.src = Some(addr(&k.src));
         e.dst = Some(addr(&k.dst));
-        // The kernel folds floods of no-conduit, malformed, spoofed and
-        // no-flow denials from one source into one event per second.
+        // The kernel folds floods of no-conduit, malformed, spoofed, no-flow
+        // and unknown-flow denials from one source into one event per second.
         e.count = 1 + k.suppressed;
         e.src_port = Some(k.src_port);
         e.dst_port = Some(k.dst_port);

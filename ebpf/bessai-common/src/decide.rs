@@ -71,11 +71,18 @@ pub trait Policy {
     }
 
     /// The stream hash of `len` bytes at frame offset `off`, the first at
-    /// stream position `pos` ([`crate::stream_hash`]). The kernel runs the
-    /// same steps under `bpf_loop`.
+    /// the position whose powers are `power` ([`crate::stream_hash`]), and
+    /// the powers after them. The kernel runs the same steps under `bpf_loop`.
     #[inline(always)]
-    fn hash_range(&self, f: &Frame, off: usize, len: usize, key: &StreamKey, pos: u32) -> u64 {
-        crate::stream_hash::hash_range(f, off, len, key, pos)
+    fn hash_range(
+        &self,
+        f: &Frame,
+        off: usize,
+        len: usize,
+        key: &StreamKey,
+        power: u64,
+    ) -> (u64, u64) {
+        crate::stream_hash::hash_range(f, off, len, key, power)
     }
 
     /// Returns `v` unchanged. The eBPF side routes it through map memory,

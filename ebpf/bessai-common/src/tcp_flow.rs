@@ -298,12 +298,17 @@ fn established<P: Policy + ?Sized>(
         let Some(expected) = recorded_hash(flow, from, to) else {
             return Outcome::counted(Decision::silent(Reason::Unverifiable), STAT_UNVERIFIABLE);
         };
-        let copy = policy.hash_range(
+        let at = stream_hash::position(flow, from);
+        let power = stream_hash::pack(
+            stream_hash::pow(stream_key.r[0], at),
+            stream_hash::pow(stream_key.r[1], at),
+        );
+        let (copy, _) = policy.hash_range(
             f,
             lay.payload + from.wrapping_sub(seq) as usize,
             to.wrapping_sub(from) as usize,
             stream_key,
-            stream_hash::position(flow, from),
+            power,
         );
         if copy != expected {
             return Outcome::of(deny(flow, conduit, Reason::RetransmitMismatch, lay));
@@ -320,12 +325,12 @@ fn established<P: Policy + ?Sized>(
         return Outcome::counted(Decision::silent(Reason::WindowFull), STAT_WINDOW_FULL);
     }
     let new_len = end.wrapping_sub(judged) as usize;
-    let hash = policy.hash_range(
+    let (hash, end_power) = policy.hash_range(
         f,
         lay.payload + new_off,
         new_len,
         stream_key,
-        stream_hash::position(flow, judged),
+        flow.next_power,
     );
     Outcome::of_step(Step::Judge(Pending {
         off: lay.payload + new_off,
@@ -333,6 +338,7 @@ fn established<P: Policy + ?Sized>(
         start: judged,
         end,
         hash,
+        end_power,
         fin: flags & TCP_FIN != 0,
     }))
 }
@@ -349,6 +355,8 @@ pub(crate) struct Pending {
     pub start: u32,
     pub end: u32,
     pub hash: u64,
+    /// The stream hash powers at `end` ([`FlowState::next_power`]).
+    pub end_power: u64,
     pub fin: bool,
 }
 
@@ -391,6 +399,7 @@ pub(crate) fn commit<F: Flows + ?Sized>(
     d.allowed_adus = run.allowed;
     record(flow, p.start, p.hash);
     flow.judged_end = p.end;
+    flow.next_power = p.end_power;
     if p.fin {
         flow.fin |= FIN_CLIENT;
     }

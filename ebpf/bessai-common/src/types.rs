@@ -291,13 +291,16 @@ pub struct FlowState {
     pub _pad: u8,
     /// The client's first data byte (ISN + 1): hash positions count from it.
     pub base: u32,
+    /// Both lanes' `r^position(judged_end)` ([`crate::stream_hash::pack`]):
+    /// new bytes are hashed from here without an exponentiation.
+    pub next_power: u64,
     /// Start of each judged, unacknowledged segment; a record ends where the
     /// next one starts, the newest at `judged_end`.
     pub rec_start: [u32; STREAM_RECORDS],
     /// Keyed hash of each record's bytes ([`crate::stream_hash`]).
     pub rec_hash: [u64; STREAM_RECORDS],
 }
-const _: () = assert!(size_of::<FlowState>() == 24 + 4 * STREAM_RECORDS + 8 * STREAM_RECORDS);
+const _: () = assert!(size_of::<FlowState>() == 32 + 4 * STREAM_RECORDS + 8 * STREAM_RECORDS);
 
 impl FlowState {
     /// A connection whose handshake just completed: the client's first data
@@ -315,6 +318,8 @@ impl FlowState {
             server_zone,
             _pad: 0,
             base: next,
+            // r^0 in both lanes.
+            next_power: 1 << 32 | 1,
             rec_start: [0; STREAM_RECORDS],
             rec_hash: [0; STREAM_RECORDS],
         }
@@ -406,8 +411,8 @@ pub struct Event {
 }
 const _: () = assert!(size_of::<Event>() == 64);
 
-/// Window in which the kernel reports one no-conduit or malformed denial per
-/// source and reason; the next event of that kind carries the count of the
+/// Window in which the kernel reports one no-conduit, malformed, spoofed,
+/// no-flow or unknown-flow denial per source and reason; the next event of that kind carries the count of the
 /// ones in between. A flood from one host then costs one event per second and
 /// cannot crowd a denied write out of the ring buffer.
 pub const AGGREGATE_WINDOW_NS: u64 = 1_000_000_000;

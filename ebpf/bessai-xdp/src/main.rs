@@ -7,6 +7,8 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod baselines;
+#[cfg(target_arch = "bpf")]
 mod program;
 
 #[cfg(not(target_arch = "bpf"))]

@@ -20,7 +20,7 @@ use bessai_common::{
     iface_zones_key,
     reason::NUM_REASONS,
     rst::{RST_MAX, rst_to_client, rst_to_server},
-    stream_hash::HashRun,
+    stream_hash::{HASH_CHUNK, HashRun},
 };
 
 /// Index 0: the policy generation in force (0 or 1). User space writes the
@@ -61,7 +61,7 @@ static IFACE_ZONES: HashMap<u64, u64> = HashMap::with_max_entries(512, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_STATS, 0);
 /// One event per (source, reason) and window for floods of denials that
-/// any host can cause (no conduit, malformed, spoofed, no flow).
+/// any host can cause (see `aggregate`).
 #[map]
 static AGGREGATE: LruHashMap<AggregateKey, AggregateValue> = LruHashMap::with_max_entries(4096, 0);
 /// Per-CPU working memory: the frame's head and where its headers are. Kept
@@ -293,27 +293,36 @@ impl Policy for MapPolicy {
     }
 
     #[inline(always)]
-    fn hash_range(&self, f: &Frame, off: usize, len: usize, key: &StreamKey, pos: u32) -> u64 {
+    fn hash_range(
+        &self,
+        f: &Frame,
+        off: usize,
+        len: usize,
+        key: &StreamKey,
+        power: u64,
+    ) -> (u64, u64) {
         let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-            return 0;
+            // A hash no record can have: the bytes are then not verified.
+            return (u64::MAX, 0);
         };
         // SAFETY: this CPU's scratch value; the frame field is not touched.
         unsafe {
-            (*scratch).hash = HashRun::new(key, off, len, pos);
+            (*scratch).hash = HashRun::new(key, off, len, power);
             (*scratch).adu_frame_len = f.len();
             (*scratch).adu_wire_len = f.wire_len();
         }
         // SAFETY: a static callback of this program, state in the scratch value.
         unsafe {
             bpf_loop(
-                FRAME_MAX as u32,
+                (FRAME_MAX / HASH_CHUNK + 1) as u32,
                 hash_step as *mut c_void,
                 core::ptr::null_mut(),
                 0,
             )
         };
         // SAFETY: as above; the loop has finished.
-        unsafe { (*scratch).hash.lanes.value() }
+        let lanes = unsafe { (*scratch).hash.lanes };
+        (lanes.value(), lanes.next_power())
     }
 
     #[inline(always)]
@@ -520,7 +529,8 @@ fn account(d: &Decision, lay: &Layout, frame: &Frame) {
     }
 }
 
-/// For denials that any host can cause at line rate: `None` while the
+/// For denials that any host can cause at line rate (no conduit, malformed,
+/// spoofed, no flow, and data without a handshake): `None` while the
 /// source already had its event in this window, else the number of events
 /// it folded since its last one.
 #[inline(always)]
@@ -530,6 +540,7 @@ fn aggregate(key: &AggregateKey) -> Option<u32> {
         Reason::Malformed,
         Reason::Spoofed,
         Reason::NoFlow,
+        Reason::UnknownFlow,
     ];
     if !aggregated.iter().any(|r| *r as u8 == key.reason) {
         return Some(0);
@@ -613,11 +624,4 @@ fn emit(d: &Decision, lay: &Layout, src: &Addr, dst: &Addr, suppressed: u32) {
         (*e).suppressed = suppressed;
     }
     entry.submit(0);
-}
-
-/// Passes everything. Not attached anywhere: the benchmark runs it beside
-/// `bessai_xdp` to show what BPF_PROG_TEST_RUN itself costs per packet.
-#[xdp]
-pub fn xdp_pass_baseline(_ctx: XdpContext) -> u32 {
-    XDP_PASS
 }

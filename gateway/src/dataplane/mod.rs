@@ -26,7 +26,26 @@ pub use pins::{Adopted, PinPaths};
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bessai-xdp"));
 
 const PROGRAM: &str = "bessai_xdp";
-const BASELINE: &str = "xdp_pass_baseline";
+/// Programs of the same object that the benchmark measures beside ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// Returns XDP_PASS: what BPF_PROG_TEST_RUN itself costs.
+    Pass,
+    /// Returns XDP_DROP: the floor for a flood.
+    Drop,
+    /// A stateless FC 3 check with direct packet access.
+    ReferenceFilter,
+}
+
+impl Baseline {
+    const fn program(self) -> &'static str {
+        match self {
+            Baseline::Pass => "xdp_pass_baseline",
+            Baseline::Drop => "xdp_drop_baseline",
+            Baseline::ReferenceFilter => "xdp_reference_filter",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -311,16 +330,16 @@ impl Dataplane {
         })
     }
 
-    /// Runs the trivial pass-everything program of the same object, to
-    /// measure what BPF_PROG_TEST_RUN itself costs.
+    /// Runs one of the benchmark's baseline programs of the same object.
     pub fn test_run_baseline(
         &mut self,
+        baseline: Baseline,
         frame: &[u8],
         repeat: u32,
     ) -> Result<Duration, DataplaneError> {
         let prog: &mut Xdp = self
             .ebpf
-            .program_mut(BASELINE)
+            .program_mut(baseline.program())
             .ok_or(DataplaneError::NoProgram)?
             .try_into()?;
         if prog.fd().is_err() {
