@@ -295,23 +295,28 @@ fn established<P: Policy + ?Sized>(
             seq
         };
         let to = if seq_lt(judged, end) { judged } else { end };
-        let Some(expected) = recorded_hash(flow, from, to) else {
-            return Outcome::counted(Decision::silent(Reason::Unverifiable), STAT_UNVERIFIABLE);
-        };
-        let at = stream_hash::position(flow, from);
-        let power = stream_hash::pack(
-            stream_hash::pow(stream_key.r[0], at),
-            stream_hash::pow(stream_key.r[1], at),
-        );
-        let (copy, _) = policy.hash_range(
-            f,
-            lay.payload + from.wrapping_sub(seq) as usize,
-            to.wrapping_sub(from) as usize,
-            stream_key,
-            power,
-        );
-        if copy != expected {
-            return Outcome::of(deny(flow, conduit, Reason::RetransmitMismatch, lay));
+        // Bytes in [from, to) may still be missing at the server: compare
+        // them. None at all (the server acknowledged everything judged) and
+        // only the new bytes after `judged` are left.
+        if from != to {
+            let Some(expected) = recorded_hash(flow, from, to) else {
+                return Outcome::counted(Decision::silent(Reason::Unverifiable), STAT_UNVERIFIABLE);
+            };
+            let at = stream_hash::position(flow, from);
+            let power = stream_hash::pack(
+                stream_hash::pow(stream_key.r[0], at),
+                stream_hash::pow(stream_key.r[1], at),
+            );
+            let (copy, _) = policy.hash_range(
+                f,
+                lay.payload + from.wrapping_sub(seq) as usize,
+                to.wrapping_sub(from) as usize,
+                stream_key,
+                power,
+            );
+            if copy != expected {
+                return Outcome::of(deny(flow, conduit, Reason::RetransmitMismatch, lay));
+            }
         }
         if seq_le(end, judged) {
             return Outcome::of(Decision::pass(Reason::Retransmission));
@@ -437,7 +442,7 @@ pub(crate) fn server_segment<P: Policy + ?Sized, F: Flows + ?Sized>(
         return d;
     }
     let Some(mut h) = flows.half_open(key) else {
-        return Decision::drop(Reason::NoFlow);
+        return no_flow(flags, lay);
     };
     if !in_zone(zones, h.server_zone) {
         return Decision::drop(Reason::Spoofed);
@@ -454,7 +459,20 @@ pub(crate) fn server_segment<P: Policy + ?Sized, F: Flows + ?Sized>(
         flows.set_half_open(key, &h);
         return Decision::pass(Reason::Response);
     }
-    Decision::drop(Reason::NoFlow)
+    no_flow(flags, lay)
+}
+
+/// From a conduit port, not on a tracked connection: dropped. Reported when
+/// it carries data or opens a connection (an asset reaching out to a client);
+/// a bare ACK, FIN or RST is what a server sends after a close that removed
+/// the connection (duplicates, retransmitted FINs), and only counted.
+#[inline(always)]
+fn no_flow(flags: u8, lay: &Layout) -> Decision {
+    if lay.payload_len == 0 && flags & TCP_SYN == 0 {
+        Decision::silent(Reason::NoFlow)
+    } else {
+        Decision::drop(Reason::NoFlow)
+    }
 }
 
 /// Moves `acked` forward to what the server acknowledged, never past what

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use proptest::prelude::*;
 
 use crate::{
-    craft::{self, TCP_ACK, TCP_PSH, TCP_SYN, TCP_URG, TcpFrame, adu, pdu},
+    craft::{self, TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TcpFrame, adu, pdu},
     frame::Frame,
     host::HostTables,
     rst::{rst_to_client, rst_to_server},
@@ -587,5 +587,70 @@ proptest! {
         let d = handshake_then(&mut t, EMS, payload);
         // Whatever the bytes, a segment passes only when every ADU was allowed.
         prop_assert!(d.action != Action::Pass || d.reason == Reason::Allowed);
+    }
+}
+
+#[test]
+fn new_bytes_behind_acknowledged_ones_are_judged() {
+    // The SYN-resync payload without the SYN: a segment that starts 6 bytes
+    // behind the server's RCV.NXT. Its old bytes are discarded by the
+    // server; its new ones are judged from the ADU boundary where the judged
+    // stream ended, and a write there is denied and reported.
+    let read = adu(1, 1, &pdu::read_holding(0, 1));
+    let mut t = tables();
+    handshake_then(&mut t, EMS, read.clone());
+    judge(
+        &mut t,
+        &server(EMS).seq(5000).ack(1012).flags(TCP_ACK).build(),
+    );
+    let mut tail = read[6..].to_vec();
+    tail.extend(adu(2, 1, &pdu::write_register(0, 1)));
+    let d = judge(&mut t, &client(EMS).seq(1006).payload(tail).build()).0;
+    assert_eq!(
+        (d.action, d.reason, d.event),
+        (Action::ResetServer, Reason::AddressDenied, true)
+    );
+    // An allowed request sent that way (the client never saw the ACK) passes.
+    let mut t = tables();
+    handshake_then(&mut t, EMS, read.clone());
+    judge(
+        &mut t,
+        &server(EMS).seq(5000).ack(1012).flags(TCP_ACK).build(),
+    );
+    let mut again = read.clone();
+    again.extend(adu(2, 1, &pdu::read_holding(5, 1)));
+    let d = judge(&mut t, &client(EMS).seq(1000).payload(again).build()).0;
+    assert_eq!((d.reason, d.allowed_adus), (Reason::Allowed, 1));
+}
+
+#[test]
+fn server_packets_after_a_close_are_dropped_quietly() {
+    let mut t = tables();
+    handshake(&mut t, EMS);
+    let rst = server(EMS).seq(5000).flags(TCP_RST | TCP_ACK);
+    assert_eq!(judge(&mut t, &rst.build()).0.reason, Reason::Response);
+    // The flow is gone: a duplicate of the RST is dropped without an event.
+    let d = judge(&mut t, &rst.build()).0;
+    assert_eq!(
+        (d.action, d.reason, d.event),
+        (Action::Drop, Reason::NoFlow, false)
+    );
+}
+
+#[test]
+fn mersenne_reduction_equals_the_remainder() {
+    use crate::stream_hash::{P, reduce};
+    for x in [
+        0,
+        1,
+        P - 1,
+        P,
+        P + 1,
+        2 * P,
+        u64::MAX,
+        (P - 1) * (P - 1),
+        1 << 62,
+    ] {
+        assert_eq!(reduce(x), x % P, "{x}");
     }
 }
