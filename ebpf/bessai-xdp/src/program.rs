@@ -246,7 +246,7 @@ impl Policy for MapPolicy {
         let this = iface_zones_key(self.generation, self.ifindex);
         let any = iface_zones_key(self.generation, 0);
         // SAFETY: u64s copied out at once.
-        unsafe { IFACE_ZONES.get(&this).or_else(|| IFACE_ZONES.get(&any)) }
+        unsafe { IFACE_ZONES.get(this).or_else(|| IFACE_ZONES.get(any)) }
             .copied()
             .unwrap_or(0)
     }
@@ -360,7 +360,12 @@ impl Flows for MapFlows {
         unsafe {
             let slot = &raw mut (*scratch).flow;
             slot.write(FlowState::established(next, conduit, server_zone));
-            FLOWS.insert(key, &*slot, 0).is_ok()
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by value, the 128-byte state would be copied onto the 512-byte stack"
+            )]
+            let inserted = FLOWS.insert(key, &*slot, 0).is_ok();
+            inserted
         }
     }
 
@@ -566,7 +571,7 @@ fn aggregate(key: &AggregateKey) -> Option<u32> {
                 suppressed: 0,
                 _pad: 0,
             };
-            let _ = AGGREGATE.insert(key, &fresh, 0);
+            let _ = AGGREGATE.insert(key, fresh, 0);
             Some(0)
         }
     }
