@@ -25,8 +25,16 @@ pub enum AuditEvent {
         adopted: bool,
     },
     Stop {
-        /// True when enforcement was removed (configuration `on_shutdown = "open"`).
+        /// True when enforcement was removed (development runs without pins).
         opened: bool,
+    },
+    /// The daemon could not put the boundary in force and exits for the
+    /// service manager to retry.
+    StartFailed {
+        stage: &'static str,
+        error: String,
+        /// The closed ruleset is in force (nftables configured).
+        boundary_closed: bool,
     },
     ReloadSucceeded {
         policy: String,
@@ -58,6 +66,7 @@ impl AuditEvent {
         match self {
             AuditEvent::Start { .. } => "start",
             AuditEvent::Stop { .. } => "stop",
+            AuditEvent::StartFailed { .. } => "start_failed",
             AuditEvent::ReloadSucceeded { .. } => "reload_succeeded",
             AuditEvent::ReloadUnchanged { .. } => "reload_unchanged",
             AuditEvent::ReloadFailed { .. } => "reload_failed",
@@ -82,6 +91,15 @@ impl AuditEvent {
                 ("adopted", adopted.to_string()),
             ],
             AuditEvent::Stop { opened } => vec![("opened", opened.to_string())],
+            AuditEvent::StartFailed {
+                stage,
+                error,
+                boundary_closed,
+            } => vec![
+                ("stage", (*stage).to_string()),
+                ("error", error.clone()),
+                ("boundary_closed", boundary_closed.to_string()),
+            ],
             AuditEvent::ReloadSucceeded {
                 policy,
                 old_sha256,
@@ -135,6 +153,14 @@ impl AuditEvent {
             AuditEvent::Stop { opened } => tracing::info!(
                 target: "bessai::audit", audit, opened,
                 "{}", if *opened { "gateway stopped, enforcement removed" } else { "gateway stopped, enforcement stays in force" }
+            ),
+            AuditEvent::StartFailed {
+                stage,
+                error,
+                boundary_closed,
+            } => tracing::error!(
+                target: "bessai::audit", audit, stage, error, boundary_closed,
+                "{}", if *boundary_closed { "not enforcing; the boundary stays closed" } else { "not enforcing" }
             ),
             AuditEvent::ReloadSucceeded {
                 policy,

@@ -41,6 +41,12 @@ pub enum Command {
         #[command(subcommand)]
         command: SiemCommand,
     },
+    /// The boundary outside the daemon: closed at boot, forwarding after
+    /// the daemon is enforcing, opened only to decommission.
+    Boundary {
+        #[command(subcommand)]
+        command: BoundaryCommand,
+    },
     /// The nftables base ruleset the configuration gives.
     Nft {
         #[arg(long, default_value = crate::config::DEFAULT_PATH)]
@@ -51,6 +57,31 @@ pub enum Command {
         /// Also have nft validate it against the kernel (changes nothing).
         #[arg(long)]
         check: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BoundaryCommand {
+    /// At boot, before the network: our nftables table without a single
+    /// conduit (forward drop, input only from management) and forwarding
+    /// (routed) or the bridge ports (bridge) off. 78 when the configuration
+    /// is invalid, after closing every family anyway.
+    Close {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Once the daemon is enforcing (systemd runs it after READY=1):
+    /// forwarding (routed) or the bridge ports (bridge) on.
+    Forward {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Decommissioning: remove the pinned XDP programs and our nftables
+    /// tables and turn forwarding on. THE BOUNDARY IS OPEN AFTERWARDS.
+    /// Stop and disable the services first.
+    Decommission {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
     },
 }
 
@@ -205,7 +236,14 @@ pub fn main() -> ExitCode {
             config,
             dry_run,
             check,
-        } => crate::daemon::nft_command(&config, dry_run, check),
+        } => crate::boundary::nft_command(&config, dry_run, check),
+        Command::Boundary { command } => match command {
+            BoundaryCommand::Close { config } => crate::boundary::close_command(&config),
+            BoundaryCommand::Forward { config } => crate::boundary::forward_command(&config),
+            BoundaryCommand::Decommission { config } => {
+                crate::boundary::decommission_command(&config)
+            }
+        },
         Command::Siem {
             command:
                 SiemCommand::Test {

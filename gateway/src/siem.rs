@@ -231,6 +231,10 @@ impl Pipeline {
         let (class, message) = match a {
             AuditEvent::Start { .. } => (EventClass::Start, "gateway started"),
             AuditEvent::Stop { .. } => (EventClass::Stop, "gateway stopped"),
+            AuditEvent::StartFailed { .. } => (
+                EventClass::StartFailed,
+                "gateway not enforcing; boundary closed",
+            ),
             AuditEvent::ReloadSucceeded { .. } => (EventClass::ReloadSucceeded, "policy reloaded"),
             AuditEvent::ReloadUnchanged { .. } => (EventClass::ReloadSucceeded, "policy unchanged"),
             AuditEvent::ReloadFailed { .. } => (

@@ -109,7 +109,7 @@ impl Running {
         // The configuration first: it names the policy and the firewall.
         let (config, firewall) = match &settings.config_path {
             Some(path) => {
-                let c = config::load(path, true)?;
+                let c = config::load(path)?;
                 // Table, family and ports stay as started (restart-only);
                 // management networks follow the new configuration.
                 let fw = settings.firewall.as_ref().map(|f| FirewallSettings {

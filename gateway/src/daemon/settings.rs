@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use bessai_policy::Compiled;
+use nftables::schema::Nftables;
 
 use crate::{
     cli::{RunArgs, XdpModeArg},
-    config::{self, Config, Deployment, Management, OnShutdown, XdpMode},
+    config::{self, Config, Deployment, Management, XdpMode},
     dataplane::PinPaths,
     exit,
     firewall::{self as nft, Nft, NftError},
@@ -22,7 +23,6 @@ pub struct Settings {
     pub xdp_mode: XdpMode,
     pub pins: Option<PinPaths>,
     pub firewall: Option<FirewallSettings>,
-    pub on_shutdown: OnShutdown,
     pub stats_interval: u64,
 }
 
@@ -55,25 +55,26 @@ impl FirewallSettings {
         })
     }
 
-    pub fn ruleset(&self, compiled: &Compiled) -> nftables::schema::Nftables<'static> {
-        nft::build(&nft::RulesetSpec {
-            table: self.table.clone(),
-            deployment: match self.deployment {
-                Deployment::Routed => nft::Deployment::Routed,
-                Deployment::Bridge => nft::Deployment::Bridge,
-            },
-            zones: self.zones.clone(),
-            conduits: &compiled.conduits_meta,
-            management: self.management.as_ref().map(|m| nft::Management {
-                networks: m.networks.clone(),
-                tcp_ports: m.tcp_ports.clone(),
-            }),
-        })
+    /// The base ruleset with one accept per conduit of `compiled`.
+    pub fn ruleset(&self, compiled: &Compiled) -> Nftables<'static> {
+        self.ruleset_for(&compiled.conduits_meta)
     }
 
-    /// Validates the ruleset against the kernel without changing anything.
-    pub fn check(&self, compiled: &Compiled) -> Result<(), NftError> {
-        Nft::default().check(&self.ruleset(compiled))
+    /// The base ruleset without a single conduit: nothing crosses the
+    /// boundary, the box answers management only. In force from boot until
+    /// XDP is attached on every port, and whenever that fails.
+    pub fn closed_ruleset(&self) -> Nftables<'static> {
+        self.ruleset_for(&[])
+    }
+
+    fn ruleset_for(&self, conduits: &[bessai_policy::ConduitMeta]) -> Nftables<'static> {
+        nft::build(&nft::RulesetSpec {
+            table: self.table.clone(),
+            deployment: self.deployment,
+            zones: self.zones.clone(),
+            conduits,
+            management: self.management.clone(),
+        })
     }
 
     /// Replaces our table with the ruleset for `compiled`, in one transaction.
@@ -81,14 +82,30 @@ impl FirewallSettings {
         Nft::default().apply(&self.ruleset(compiled))
     }
 
+    /// Deletes our tables: nothing of ours filters any more.
     pub fn remove(&self) -> Result<(), NftError> {
-        Nft::default().remove(
-            &self.table,
-            match self.deployment {
-                Deployment::Routed => nft::Deployment::Routed,
-                Deployment::Bridge => nft::Deployment::Bridge,
-            },
-        )
+        Nft::default().remove(&self.table)
+    }
+
+    /// Replaces our table with the closed ruleset.
+    pub fn close(&self) -> Result<(), NftError> {
+        Nft::default().apply(&self.closed_ruleset())
+    }
+
+    /// Policy zones that conduits use but no `[[interface]]` carries: their
+    /// conduits get no nftables accept (see firewall.rs).
+    pub fn zones_without_ports<'a>(&self, compiled: &'a Compiled) -> Vec<(&'a str, &'a str)> {
+        compiled
+            .conduits_meta
+            .iter()
+            .flat_map(|c| {
+                [
+                    (c.name.as_str(), c.from.as_str()),
+                    (c.name.as_str(), c.to.as_str()),
+                ]
+            })
+            .filter(|(_, zone)| !self.zones.iter().any(|z| z.zone == *zone))
+            .collect()
     }
 }
 
@@ -96,7 +113,7 @@ impl Settings {
     /// Reads the configuration (exit 78 on error) or the flags (exit 64).
     pub fn from_args(args: &RunArgs) -> Result<Self, u8> {
         if let Some(path) = &args.config {
-            let c = match config::load(path, true) {
+            let c = match config::load(path) {
                 Ok(c) => c,
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -124,12 +141,6 @@ impl Settings {
                 XdpModeArg::Native => XdpMode::Native,
                 XdpModeArg::Generic => XdpMode::Generic,
             },
-            // Without pins the links belong to the process: stopping opens.
-            on_shutdown: if pins.is_some() {
-                OnShutdown::Keep
-            } else {
-                OnShutdown::Open
-            },
             pins,
             firewall: None,
             stats_interval: args.stats_interval,
@@ -144,7 +155,6 @@ impl Settings {
             xdp_mode: c.xdp_mode,
             pins: Some(PinPaths::new(c.pin_path.clone())),
             firewall: FirewallSettings::from_config(&c),
-            on_shutdown: c.on_shutdown,
             stats_interval: c.stats_interval,
             config: Some(c),
         }
