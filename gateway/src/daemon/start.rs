@@ -69,13 +69,12 @@ pub(super) fn siem(settings: &Settings, running: &Running) -> Option<Pipeline> {
     if s.destinations.is_empty() {
         return None;
     }
-    match Pipeline::start(s, &c.policy.site, &c.device_id, &running.sha256) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::error!(target: "bessai::siem", error = %e, "SIEM forwarding not started; enforcing without it");
-            None
-        }
-    }
+    Some(Pipeline::start(
+        s,
+        &c.policy.site,
+        &c.device_id,
+        &running.sha256,
+    ))
 }
 
 /// Puts the boundary in force; see the module documentation for the order.
