@@ -51,8 +51,17 @@ pub enum AuditEvent {
     },
     ReloadFailed {
         policy: String,
+        /// The policy XDP enforces after the failure.
         running_sha256: String,
+        /// The policy of the nftables ruleset after the failure (None
+        /// without nftables); differs from `running_sha256` only when a
+        /// rollback failed, until [`AuditEvent::LayersAgree`].
+        nftables_sha256: Option<String>,
         error: String,
+    },
+    /// nftables caught up with the policy XDP runs after a split reload.
+    LayersAgree {
+        policy_sha256: String,
     },
     ConfigChanged {
         config: String,
@@ -70,6 +79,7 @@ impl AuditEvent {
             AuditEvent::ReloadSucceeded { .. } => "reload_succeeded",
             AuditEvent::ReloadUnchanged { .. } => "reload_unchanged",
             AuditEvent::ReloadFailed { .. } => "reload_failed",
+            AuditEvent::LayersAgree { .. } => "layers_agree",
             AuditEvent::ConfigChanged { .. } => "config_changed",
         }
     }
@@ -120,12 +130,20 @@ impl AuditEvent {
             AuditEvent::ReloadFailed {
                 policy,
                 running_sha256,
+                nftables_sha256,
                 error,
             } => vec![
                 ("policy", policy.clone()),
                 ("running_sha256", running_sha256.clone()),
+                (
+                    "nftables_sha256",
+                    nftables_sha256.clone().unwrap_or_else(|| "-".into()),
+                ),
                 ("error", error.clone()),
             ],
+            AuditEvent::LayersAgree { policy_sha256 } => {
+                vec![("policy_sha256", policy_sha256.clone())]
+            }
             AuditEvent::ConfigChanged {
                 config,
                 needs_restart,
@@ -160,7 +178,7 @@ impl AuditEvent {
                 boundary_closed,
             } => tracing::error!(
                 target: "bessai::audit", audit, stage, error, boundary_closed,
-                "{}", if *boundary_closed { "not enforcing; the boundary stays closed" } else { "not enforcing" }
+                "{}", if *boundary_closed { "start failed; the boundary stays closed" } else { "start failed" }
             ),
             AuditEvent::ReloadSucceeded {
                 policy,
@@ -179,10 +197,20 @@ impl AuditEvent {
             AuditEvent::ReloadFailed {
                 policy,
                 running_sha256,
+                nftables_sha256,
                 error,
             } => tracing::error!(
-                target: "bessai::audit", audit, policy, running_sha256, error,
-                "reload rejected, the running policy stays in force"
+                target: "bessai::audit", audit, policy, running_sha256,
+                nftables_sha256 = nftables_sha256.as_deref().unwrap_or("-"), error,
+                "{}", if nftables_sha256.as_ref().is_none_or(|n| n == running_sha256) {
+                    "reload rejected, the running policy stays in force in every layer"
+                } else {
+                    "reload failed half-way: XDP runs running_sha256, nftables nftables_sha256"
+                }
+            ),
+            AuditEvent::LayersAgree { policy_sha256 } => tracing::warn!(
+                target: "bessai::audit", audit, policy_sha256,
+                "nftables caught up: every layer runs this policy"
             ),
             AuditEvent::ConfigChanged {
                 config,

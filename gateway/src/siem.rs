@@ -193,6 +193,10 @@ impl Pipeline {
                 EventClass::ReloadFailed,
                 "reload rejected, the running policy stays in force",
             ),
+            AuditEvent::LayersAgree { .. } => (
+                EventClass::ReloadSucceeded,
+                "nftables caught up with the XDP policy",
+            ),
             AuditEvent::ConfigChanged { .. } => {
                 (EventClass::ConfigChanged, "configuration changed")
             }

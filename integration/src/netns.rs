@@ -451,8 +451,10 @@ tcp_ports = [22]
             .stderr(Stdio::inherit())
             .spawn()?;
         self.gateway = Some(child);
+        // Generous: nft has stalled for tens of seconds while other tests
+        // tear down their namespaces, and a start runs it twice.
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
+        while start.elapsed() < Duration::from_secs(90) {
             let now = fs::read_to_string(&log_path).map_or(0, |s| s.matches("enforcing").count());
             if now > before {
                 return Ok(());
@@ -467,7 +469,7 @@ tcp_ports = [22]
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("gateway not enforcing after 20 s")
+        bail!("gateway not enforcing after 90 s")
     }
 
     /// Runs `bessai-gw run --config FILE` in the gateway namespace until it

@@ -11,6 +11,9 @@ use crate::{
     siem::Pipeline,
 };
 
+/// How often nftables is retried after a reload left it behind XDP.
+const CATCH_UP: Duration = Duration::from_secs(5);
+
 pub(super) async fn serve(
     settings: &Settings,
     started: Started,
@@ -28,6 +31,7 @@ pub(super) async fn serve(
     tick.tick().await;
     let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut siem_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut catch_up = tokio::time::interval(CATCH_UP);
     let result = loop {
         tokio::select! {
             r = events.next_batch(|e| traffic_event(e, &running, siem.as_mut())) => {
@@ -36,6 +40,11 @@ pub(super) async fn serve(
                 }
             }
             _ = tick.tick(), if stats > 0 => log_counters(&dp, &running),
+            _ = catch_up.tick() => {
+                if let Some(a) = running.catch_up(settings) {
+                    emit(siem.as_mut(), a);
+                }
+            }
             _ = siem_tick.tick(), if siem.is_some() => {
                 if let Some(p) = siem.as_mut() {
                     p.tick();

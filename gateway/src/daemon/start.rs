@@ -32,7 +32,7 @@ impl StartFailure {
     pub(super) async fn report(self, settings: &Settings, mut siem: Option<Pipeline>) -> u8 {
         let closed = settings.firewall.is_some();
         systemd::status(&format!(
-            "not enforcing ({}: {}); {}",
+            "start failed ({}: {}); {}",
             self.stage,
             self.error,
             if closed {
@@ -125,6 +125,7 @@ pub(super) async fn enforce(
     if let Some(fw) = &settings.firewall {
         fw.apply(&running.compiled)
             .map_err(|e| StartFailure::new("nftables conduits", e, exit::OSERR))?;
+        running.nft_sha256 = Some(running.sha256.clone());
     }
     emit(
         siem,

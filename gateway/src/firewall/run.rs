@@ -51,14 +51,18 @@ impl Nft {
             },
             _ => NftError::Spawn(e),
         })?;
-        if let Some(mut stdin) = child.stdin.take()
-            && let Err(e) = stdin.write_all(json.as_bytes())
+        // nft may exit before reading all of its input (it refused
+        // something early): its own message then says why, not the pipe.
+        let written = child
+            .stdin
+            .take()
+            .map_or(Ok(()), |mut stdin| stdin.write_all(json.as_bytes()));
+        let (success, stderr) = wait_limited(child, NFT_TIMEOUT)?;
+        if let Err(e) = written
+            && stderr.trim().is_empty()
         {
-            let _ = child.kill();
-            let _ = child.wait();
             return Err(NftError::Spawn(e));
         }
-        let (success, stderr) = wait_limited(child, NFT_TIMEOUT)?;
         if success {
             return Ok(());
         }
