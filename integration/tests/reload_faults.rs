@@ -15,18 +15,36 @@ use bessai_integration::{
     netns::{Deployment, json_lines},
 };
 
-/// A directory holding an `nft` that fails while `marker` exists.
+/// A directory holding an `nft` that fails while `marker` exists; the
+/// PATH with it first.
 fn failing_nft(dir: &Path, marker: &Path) -> String {
+    nft_wrapper(
+        dir,
+        &format!(
+            "if [ -e '{}' ]; then echo 'Error: injected failure' >&2; exit 1; fi",
+            marker.display()
+        ),
+    )
+}
+
+/// A directory holding an `nft` that takes 3 s longer while `marker`
+/// exists; the PATH with it first.
+fn slow_nft(dir: &Path, marker: &Path) -> String {
+    nft_wrapper(
+        dir,
+        &format!("if [ -e '{}' ]; then sleep 3; fi", marker.display()),
+    )
+}
+
+/// An `nft` that runs `before` (shell) and then the real nft.
+fn nft_wrapper(dir: &Path, before: &str) -> String {
     let real = which_nft();
     let bin = dir.join("fault-bin");
     fs::create_dir_all(&bin).unwrap();
     let script = bin.join("nft");
     fs::write(
         &script,
-        format!(
-            "#!/bin/sh\nif [ -e '{}' ]; then echo 'Error: injected failure' >&2; exit 1; fi\nexec {real} \"$@\"\n",
-            marker.display()
-        ),
+        format!("#!/bin/sh\n{before}\nexec {real} \"$@\"\n"),
     )
     .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
@@ -152,4 +170,87 @@ fn kill_9_during_reloads_leaves_one_policy_in_force() {
         assert_eq!(table.matches("conduit ems-to-pcs-1").count(), 1, "{table}");
     }
     println!("50 kills, {killed_mid_reload} before the reload was audited");
+}
+
+/// A reload stuck in `nft` holds up neither the kernel's events nor the
+/// log: a write denied during the reload is logged before it ends.
+#[test]
+fn events_are_logged_while_a_reload_waits_for_nft() {
+    if !have_root("events_are_logged_while_a_reload_waits_for_nft") {
+        return;
+    }
+    let mut tb = site("slownft", Deployment::Routed);
+    let policy = tb.work.join("policy.toml");
+    fs::copy(example_policy(), &policy).unwrap();
+    let config = tb.write_config(&policy).unwrap();
+    let marker = tb.work.join("nft-slow");
+    let path = slow_nft(&tb.work, &marker);
+    tb.start_gateway_with(&config, &[("PATH", &path)], &[])
+        .unwrap();
+    let text = fs::read_to_string(example_policy()).unwrap();
+    fs::write(&policy, format!("{text}\n# changed\n")).unwrap();
+    fs::write(&marker, "").unwrap();
+    tb.signal_gateway(libc::SIGHUP);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = tb.client("ems", false, &["write-register:41:1"]).unwrap();
+    assert!(!ok(&r[0]));
+    let denied_at = std::time::Instant::now();
+    let log_has = |what: &str| {
+        json_lines(&tb.gateway_log())
+            .iter()
+            .any(|l| l["message"] == what || l["audit"] == what)
+    };
+    while !log_has("denied") {
+        assert!(
+            denied_at.elapsed() < std::time::Duration::from_secs(1),
+            "the denial waited for the reload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!log_has("reload_succeeded"), "the reload was still in nft");
+    fs::remove_file(&marker).unwrap();
+    wait_for_audit(&tb, "reload_succeeded", 1);
+}
+
+/// A SIGHUP during the start (here while the closed ruleset goes in) is a
+/// reload after it, not the end of the daemon.
+#[test]
+fn a_sighup_during_the_start_is_a_reload_afterwards() {
+    if !have_root("a_sighup_during_the_start_is_a_reload_afterwards") {
+        return;
+    }
+    let tb = site("earlyhup", Deployment::Routed);
+    let config = tb.write_config(&example_policy()).unwrap();
+    let marker = tb.work.join("nft-slow");
+    fs::write(&marker, "").unwrap();
+    let path = slow_nft(&tb.work, &marker);
+    let log = tb.work.join("early.log");
+    let mut daemon = std::process::Command::new("ip")
+        .args(["netns", "exec", &tb.ns("gw")])
+        .arg(bessai_integration::netns::bin("bessai-gw"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&config)
+        .env("PATH", &path)
+        .stdout(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    fs::remove_file(&marker).unwrap();
+    let start = std::time::Instant::now();
+    while audit(&json_lines(&log), "reload_unchanged").is_empty() {
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "the early SIGHUP ended the daemon"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no reload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
 }

@@ -27,19 +27,13 @@ mod settings;
 mod start;
 mod systemd;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use self::reload::Running;
 pub use self::settings::{FirewallSettings, Settings};
-use crate::{
-    audit::AuditEvent,
-    cli::RunArgs,
-    dataplane::{Dataplane, split_conduit_id},
-    exit,
-    siem::Pipeline,
-};
+use crate::{audit::AuditEvent, cli::RunArgs, dataplane::Dataplane, exit, siem::Pipeline};
 
 pub fn run(args: RunArgs) -> u8 {
     let settings = match Settings::from_args(&args) {
@@ -80,7 +74,7 @@ pub fn run(args: RunArgs) -> u8 {
             Ok(s) => s,
             Err(failure) => return failure.report(&settings, siem).await,
         };
-        serve::serve(&settings, started, siem, &mut signals).await
+        serve::serve(Arc::new(settings), started, siem, &mut signals).await
     })
 }
 
@@ -118,18 +112,6 @@ fn emit(siem: Option<&mut Pipeline>, a: AuditEvent) {
     a.log();
     if let Some(p) = siem {
         p.audit(&a);
-    }
-}
-
-impl Running {
-    /// The policy name of a kernel conduit id, in whichever generation
-    /// judged it.
-    fn conduit_name(&self, kernel_id: u16) -> Option<String> {
-        let (generation, id) = split_conduit_id(kernel_id);
-        self.names
-            .get(generation as usize)
-            .and_then(|names| names.get(id as usize))
-            .cloned()
     }
 }
 

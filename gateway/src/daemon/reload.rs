@@ -14,6 +14,7 @@
 
 use std::{
     path::Path,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -23,7 +24,7 @@ use super::settings::{FirewallSettings, Settings};
 use crate::{
     audit::AuditEvent,
     config::{self, Config},
-    dataplane::{Dataplane, DataplaneError},
+    dataplane::{Dataplane, DataplaneError, split_conduit_id},
 };
 
 /// Why a policy cannot be put in force.
@@ -49,6 +50,35 @@ pub enum ReloadError {
     },
 }
 
+/// The policy names of the conduits of both generations.
+#[derive(Clone, Default)]
+pub struct ConduitNames(Arc<Mutex<[Vec<String>; 2]>>);
+
+impl ConduitNames {
+    fn set(&self, generation: u8, names: Vec<String>) {
+        if let Some(slot) = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(generation as usize)
+        {
+            *slot = names;
+        }
+    }
+
+    /// The policy name of a kernel conduit id, in whichever generation
+    /// judged it.
+    pub fn of(&self, kernel_id: u16) -> Option<String> {
+        let (generation, id) = split_conduit_id(kernel_id);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(generation as usize)
+            .and_then(|names| names.get(id as usize))
+            .cloned()
+    }
+}
+
 pub struct Running {
     pub compiled: Compiled,
     /// The policy XDP enforces.
@@ -56,8 +86,9 @@ pub struct Running {
     /// The policy of the nftables ruleset in force (None: no nftables).
     pub nft_sha256: Option<String>,
     pub generation: u8,
-    /// Conduit names of each generation, for events judged by either.
-    pub names: [Vec<String>; 2],
+    /// Conduit names of each generation, for events judged by either;
+    /// shared with the event loop, which names events while a reload runs.
+    pub names: ConduitNames,
     /// The configuration in force (None with `--policy` flags).
     config: Option<Config>,
 }
@@ -83,7 +114,7 @@ impl Running {
             sha256,
             nft_sha256: None,
             generation: 0,
-            names: [Vec::new(), Vec::new()],
+            names: ConduitNames::default(),
             config: settings.config.clone(),
         })
     }
@@ -93,12 +124,14 @@ impl Running {
     pub fn switch_in(&mut self, dp: &mut Dataplane) -> Result<Duration, DataplaneError> {
         let sw = dp.install(&self.compiled)?;
         self.generation = sw.to;
-        self.names[sw.to as usize] = self
-            .compiled
-            .conduits_meta
-            .iter()
-            .map(|c| c.name.clone())
-            .collect();
+        self.names.set(
+            sw.to,
+            self.compiled
+                .conduits_meta
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+        );
         Ok(sw.to_enforced)
     }
 

@@ -1,9 +1,16 @@
 //! The enforcing daemon's loop: kernel events to the log and the SIEM,
 //! counters, watchdog, reloads; and what a stop leaves behind.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use super::{SIEM_GRACE, Signals, Started, emit, reload::Running, settings::Settings, systemd};
+use tokio::task::JoinHandle;
+
+use super::{
+    SIEM_GRACE, Signals, Started, emit,
+    reload::{ConduitNames, Running},
+    settings::Settings,
+    systemd,
+};
 use crate::{
     audit::AuditEvent,
     dataplane::{Dataplane, render_event},
@@ -14,17 +21,32 @@ use crate::{
 /// How often nftables is retried after a reload left it behind XDP.
 const CATCH_UP: Duration = Duration::from_secs(5);
 
+/// What a reload works on; the loop lends it to the reload thread.
+struct Policy {
+    running: Running,
+    dp: Dataplane,
+}
+
+type ReloadTask = JoinHandle<(Policy, Vec<AuditEvent>)>;
+
+/// The loop. Reloads (file reads, map writes, `nft`) run on a thread of
+/// their own: kernel events, SIEM forwarding and the watchdog go on while
+/// they do. Signals that arrive meanwhile wait for the reload to end (a
+/// second SIGHUP then reloads again).
 pub(super) async fn serve(
-    settings: &Settings,
+    settings: Arc<Settings>,
     started: Started,
     mut siem: Option<Pipeline>,
     signals: &mut Signals,
 ) -> u8 {
     let Started {
-        mut running,
-        mut dp,
+        running,
+        dp,
         mut events,
     } = started;
+    let names = running.names.clone();
+    let mut policy = Some(Policy { running, dp });
+    let mut reload: Option<ReloadTask> = None;
     let stats = settings.stats_interval;
     let watchdog = systemd::watchdog_interval();
     let mut tick = tokio::time::interval(Duration::from_secs(stats.max(1)));
@@ -34,14 +56,18 @@ pub(super) async fn serve(
     let mut catch_up = tokio::time::interval(CATCH_UP);
     let result = loop {
         tokio::select! {
-            r = events.next_batch(|e| traffic_event(e, &running, siem.as_mut())) => {
+            r = events.next_batch(|e| traffic_event(e, &names, siem.as_mut())) => {
                 if let Err(e) = r {
                     break Err(e);
                 }
             }
-            _ = tick.tick(), if stats > 0 => log_counters(&dp, &running),
-            _ = catch_up.tick() => {
-                if let Some(a) = running.catch_up(settings) {
+            _ = tick.tick(), if stats > 0 && policy.is_some() => {
+                if let Some(p) = &policy {
+                    log_counters(&p.dp, &p.running);
+                }
+            }
+            _ = catch_up.tick(), if policy.is_some() => {
+                if let Some(a) = policy.as_mut().and_then(|p| p.running.catch_up(&settings)) {
                     emit(siem.as_mut(), a);
                 }
             }
@@ -51,26 +77,57 @@ pub(super) async fn serve(
                 }
             }
             _ = dog.tick(), if watchdog.is_some() => {
-                // Only while the data plane answers.
-                if dp.active_generation().is_ok() {
+                // While the data plane answers (a reload in progress owns
+                // it; the reload itself is bounded by nft's time limit).
+                if policy.as_ref().is_none_or(|p| p.dp.active_generation().is_ok()) {
                     systemd::watchdog();
                 }
             }
-            _ = signals.hangup.recv() => {
-                systemd::reloading();
-                for a in running.reload(settings, &mut dp) {
-                    emit(siem.as_mut(), a);
+            _ = signals.hangup.recv(), if policy.is_some() => {
+                if let Some(mut p) = policy.take() {
+                    systemd::reloading();
+                    let settings = settings.clone();
+                    reload = Some(tokio::task::spawn_blocking(move || {
+                        let audit = p.running.reload(&settings, &mut p.dp);
+                        (p, audit)
+                    }));
                 }
-                systemd::ready("reloaded");
+            }
+            done = finished(&mut reload), if reload.is_some() => {
+                reload = None;
+                match done {
+                    Ok((p, audit)) => {
+                        policy = Some(p);
+                        for a in audit {
+                            emit(siem.as_mut(), a);
+                        }
+                        systemd::ready("reloaded");
+                    }
+                    Err(e) => break Err(std::io::Error::other(format!("reload thread: {e}"))),
+                }
             }
             _ = signals.interrupt.recv() => break Ok(()),
             _ = signals.terminate.recv() => break Ok(()),
         }
     };
     systemd::stopping();
-    events.drain(|e| traffic_event(e, &running, siem.as_mut()));
-    log_counters(&dp, &running);
-    let opened = shut_down(settings, &mut dp);
+    // A reload in progress ends first (nft's time limit bounds it).
+    if let Some(t) = reload.take()
+        && let Ok((p, audit)) = t.await
+    {
+        policy = Some(p);
+        for a in audit {
+            emit(siem.as_mut(), a);
+        }
+    }
+    events.drain(|e| traffic_event(e, &names, siem.as_mut()));
+    let opened = match policy.as_mut() {
+        Some(p) => {
+            log_counters(&p.dp, &p.running);
+            shut_down(&settings, &mut p.dp)
+        }
+        None => false,
+    };
     emit(siem.as_mut(), AuditEvent::Stop { opened });
     if let Some(p) = siem.take() {
         p.shutdown(SIEM_GRACE).await;
@@ -84,11 +141,21 @@ pub(super) async fn serve(
     }
 }
 
+/// The end of the reload in progress; never, without one.
+async fn finished(
+    reload: &mut Option<ReloadTask>,
+) -> Result<(Policy, Vec<AuditEvent>), tokio::task::JoinError> {
+    match reload {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A traffic event from the kernel: to the log and to the SIEM.
-fn traffic_event(e: &bessai_common::Event, running: &Running, siem: Option<&mut Pipeline>) {
-    render_event(e, |id| running.conduit_name(id));
+fn traffic_event(e: &bessai_common::Event, names: &ConduitNames, siem: Option<&mut Pipeline>) {
+    render_event(e, |id| names.of(id));
     if let Some(p) = siem {
-        p.traffic(e, running.conduit_name(e.conduit));
+        p.traffic(e, names.of(e.conduit));
     }
 }
 
