@@ -233,3 +233,98 @@ fn spool_faults_never_stop_enforcement() {
     tb.stop_gateway();
     let _ = Command::new("umount").arg(&spool).status();
 }
+
+/// A policy whose reload fails with about 300 KiB of errors.
+fn policy_with_many_errors() -> String {
+    let mut text = std::fs::read_to_string(example_policy()).unwrap();
+    for i in 0..1300 {
+        text.push_str(&format!(
+            "\n[[conduit]]\nname = \"bad-{i}\"\nfrom = \"nowhere-{i}\"\nsources = [\"10.10.1.10\"]\nto = \"pcs-1\"\n\n  [[conduit.rule]]\n  function = \"read_holding_registers\"\n  addresses = [\"0-9\"]\n"
+        ));
+    }
+    text
+}
+
+fn wait_line(rsyslog: &Rsyslog, needle: &str, within: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(l) = rsyslog.lines().into_iter().find(|l| l.contains(needle)) {
+            return l;
+        }
+        assert!(start.elapsed() < within, "no line with {needle:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A 300 KiB audit record (a reload rejected with thousands of errors)
+/// toward a RELP and a UDP destination: each gets it truncated with a
+/// marker, and the events after it still arrive.
+#[test]
+fn an_oversized_record_blocks_no_destination() {
+    if !have_root("an_oversized_record_blocks_no_destination") {
+        return;
+    }
+    let mut tb = site("oversize", Deployment::Routed);
+    let pki = support::Pki::generate();
+    let Some(relp) = Rsyslog::start_in(
+        Listener::RelpTls {
+            require_client_cert: true,
+            server: pki.receiver_tls(),
+        },
+        Some(&tb.ns("gw")),
+    ) else {
+        return;
+    };
+    let Some(udp) = Rsyslog::start_in(Listener::Udp, Some(&tb.ns("gw"))) else {
+        return;
+    };
+    let client = pki.mutual_client_options();
+    let policy = tb.work.join("policy.toml");
+    std::fs::copy(example_policy(), &policy).unwrap();
+    let siem = format!(
+        "[siem]\nspool_dir = \"{spool}\"\naggregation_window_s = 0\n\n[[siem.destination]]\nurl = \"{relp}\"\nformat = \"cef\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[[siem.destination]]\nurl = \"{udp}\"\nformat = \"cef\"\n",
+        spool = tb.work.join("spool").display(),
+        relp = relp.target(),
+        ca = client.ca.as_ref().unwrap().display(),
+        cert = client.cert.as_ref().unwrap().display(),
+        key = client.key.as_ref().unwrap().display(),
+        udp = udp.target(),
+    );
+    let config = tb.write_config_with(&policy, &siem).unwrap();
+    tb.start_gateway_config(&config).unwrap();
+    for r in [&relp, &udp] {
+        wait_line(r, "|200|Gateway started|", Duration::from_secs(10));
+    }
+
+    let big = policy_with_many_errors();
+    std::fs::write(&policy, &big).unwrap();
+    tb.signal_gateway(libc::SIGHUP);
+    let failed = wait_audit(&tb, "reload_failed", 1, Duration::from_secs(30));
+    let size = failed[0]["error"].as_str().unwrap().len();
+    assert!(size > 300 * 1024, "the record is {size} bytes");
+    let r = tb.client("ems", false, &["write-register:41:999"]).unwrap();
+    assert_ne!(r[0]["ok"], true);
+    for (name, r) in [("RELP", &relp), ("UDP", &udp)] {
+        let cut = wait_line(r, "|203|Policy reload rejected|", Duration::from_secs(10));
+        assert!(
+            cut.contains("[truncated "),
+            "{name}: {}",
+            &cut[cut.len() - 80..]
+        );
+        wait_line(
+            r,
+            "|100|Modbus transaction denied|",
+            Duration::from_secs(10),
+        );
+        println!(
+            "{name}: a {size}-byte record arrived as {} bytes, the next event after it",
+            cut.len()
+        );
+    }
+    let log = json_lines(&tb.gateway_log());
+    let truncations = log
+        .iter()
+        .filter(|l| l["message"] == "record larger than the destination carries, truncated")
+        .count();
+    assert_eq!(truncations, 2, "one per destination, counted");
+}

@@ -15,7 +15,7 @@ use std::{
 };
 
 use bessai_siem::{
-    forward::{Destination, ForwardStats, Forwarder},
+    forward::{Destination, ForwardStats, Forwarder, fit, max_record_len},
     render::Format,
     spool::{Class, Spool, SpoolConfig, SpoolError},
 };
@@ -114,8 +114,24 @@ impl Sink {
             return None;
         };
         let mut spool = live.spool.lock().unwrap_or_else(|p| p.into_inner());
+        // A record the destination (or the spool) cannot carry is cut here,
+        // once, rather than refused or retried forever.
+        let max =
+            max_record_len(self.destination.target.scheme).min(spool.config().max_record_bytes());
+        let record = fit(bytes, max);
+        if record.len() < bytes.len() {
+            ForwardStats::add(&self.stats.truncated, 1);
+            tracing::warn!(
+                target: "bessai::siem",
+                destination = self.url,
+                bytes = bytes.len(),
+                max,
+                truncated = ForwardStats::get(&self.stats.truncated),
+                "record larger than the destination carries, truncated"
+            );
+        }
         // An audit record counts as stored once it is on stable storage.
-        let pushed = spool.push(class, id, bytes).and_then(|_| match class {
+        let pushed = spool.push(class, id, &record).and_then(|_| match class {
             Class::Audit => spool.flush(),
             Class::Traffic => Ok(()),
         });
@@ -182,7 +198,7 @@ impl Sink {
             return None;
         }
         match self.open(shutdown) {
-            Ok(()) => self.healed().or(Some(Health::Recovered { lost: 0 })),
+            Ok(()) => self.healed(),
             Err(e) => {
                 self.retry_at = Instant::now() + self.backoff;
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
