@@ -111,11 +111,36 @@ pub enum Deployment {
     Bridge,
 }
 
+/// How XDP attaches; the one definition, for the file and `run --xdp-mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpMode {
+    /// Native (driver) mode where available, else generic.
     Auto,
+    /// Driver mode only; fail where the driver lacks it.
     Native,
+    /// Generic (SKB) mode: works on every interface, slower.
     Generic,
+}
+
+impl XdpMode {
+    const NAMES: [(&'static str, XdpMode); 3] = [
+        ("auto", XdpMode::Auto),
+        ("native", XdpMode::Native),
+        ("generic", XdpMode::Generic),
+    ];
+    const NAMES_TEXT: &'static str = "\"auto\", \"native\", \"generic\"";
+}
+
+impl FromStr for XdpMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| format!("one of {}, not {s:?}", Self::NAMES_TEXT))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -425,12 +450,8 @@ pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
         "xdp_mode",
         gw.xdp_mode.as_ref(),
         XdpMode::Auto,
-        &[
-            ("auto", XdpMode::Auto),
-            ("native", XdpMode::Native),
-            ("generic", XdpMode::Generic),
-        ],
-        "\"auto\", \"native\", \"generic\"",
+        &XdpMode::NAMES,
+        XdpMode::NAMES_TEXT,
     );
     // A clean stop always leaves the boundary closed; "keep" is accepted
     // because it says so.

@@ -32,11 +32,11 @@ use std::{sync::Arc, time::Duration};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use self::reload::Running;
-pub use self::settings::{FirewallSettings, Settings};
-use crate::{audit::AuditEvent, cli::RunArgs, dataplane::Dataplane, exit, siem::Pipeline};
+pub use self::settings::{FirewallSettings, RunFrom, Settings};
+use crate::{audit::AuditEvent, dataplane::Dataplane, exit, siem::Pipeline};
 
-pub fn run(args: RunArgs) -> u8 {
-    let settings = match Settings::from_args(&args) {
+pub fn run(from: RunFrom) -> u8 {
+    let settings = match Settings::from_args(from) {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -7,12 +7,25 @@ use bessai_policy::Compiled;
 use nftables::schema::Nftables;
 
 use crate::{
-    cli::{RunArgs, XdpModeArg},
     config::{self, Config, Deployment, Management, XdpMode},
     dataplane::PinPaths,
     exit,
     firewall::{self as nft, Nft, NftError},
 };
+
+/// What `run` was asked to run from.
+pub enum RunFrom {
+    /// The appliance: a configuration file.
+    Config(PathBuf),
+    /// Development and tests: a policy and ports on the command line.
+    Flags {
+        policy: Option<PathBuf>,
+        ifaces: Vec<String>,
+        pin_path: Option<PathBuf>,
+        xdp_mode: XdpMode,
+        stats_interval: u64,
+    },
+}
 
 pub struct Settings {
     pub config_path: Option<PathBuf>,
@@ -111,39 +124,41 @@ impl FirewallSettings {
 
 impl Settings {
     /// Reads the configuration (exit 78 on error) or the flags (exit 64).
-    pub fn from_args(args: &RunArgs) -> Result<Self, u8> {
-        if let Some(path) = &args.config {
-            let c = match config::load(path) {
-                Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return Err(exit::CONFIG);
-                }
-            };
-            return Ok(Self::from_config(c));
-        }
-        let Some(policy) = &args.policy else {
+    pub fn from_args(from: RunFrom) -> Result<Self, u8> {
+        let (policy, ifaces, pin_path, xdp_mode, stats_interval) = match from {
+            RunFrom::Config(path) => {
+                return config::load(&path)
+                    .map(Self::from_config)
+                    .map_err(|errors| {
+                        eprintln!("{errors}");
+                        exit::CONFIG
+                    });
+            }
+            RunFrom::Flags {
+                policy,
+                ifaces,
+                pin_path,
+                xdp_mode,
+                stats_interval,
+            } => (policy, ifaces, pin_path, xdp_mode, stats_interval),
+        };
+        let Some(policy) = policy else {
             eprintln!("run: give --config FILE, or --policy FILE with --iface");
             return Err(exit::USAGE);
         };
-        if args.ifaces.is_empty() {
+        if ifaces.is_empty() {
             eprintln!("run: --policy needs at least one --iface");
             return Err(exit::USAGE);
         }
-        let pins = args.pin_path.clone().map(PinPaths::new);
         Ok(Self {
             config_path: None,
             config: None,
-            policy_path: policy.clone(),
-            ifaces: args.ifaces.clone(),
-            xdp_mode: match args.xdp_mode {
-                XdpModeArg::Auto => XdpMode::Auto,
-                XdpModeArg::Native => XdpMode::Native,
-                XdpModeArg::Generic => XdpMode::Generic,
-            },
-            pins,
+            policy_path: policy,
+            ifaces,
+            xdp_mode,
+            pins: pin_path.map(PinPaths::new),
             firewall: None,
-            stats_interval: args.stats_interval,
+            stats_interval,
         })
     }
 
