@@ -47,13 +47,14 @@ pub fn audit<'a>(log: &'a [Value], kind: &str) -> Vec<&'a Value> {
     log.iter().filter(|l| l["audit"] == kind).collect()
 }
 
-/// Waits (30 s at most: nft can stall that long while other tests tear
-/// down namespaces) until the gateway log holds `count` records of `kind`.
+/// Waits (60 s at most: nft has stalled for 35 s while other tests tore
+/// down their namespaces) until the gateway log holds `count` records of
+/// `kind`.
 pub fn wait_for_audit(tb: &Testbed, kind: &str, count: usize) {
     let start = std::time::Instant::now();
     while audit(&json_lines(&tb.gateway_log()), kind).len() < count {
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(60),
             "no {count} × {kind}"
         );
         std::thread::sleep(Duration::from_millis(20));
