@@ -260,16 +260,20 @@ impl Pipeline {
                     .with_detail("destination", url)
                     .with_detail("error", why)
                 }
-                Health::Recovered { lost } => {
-                    tracing::warn!(target: "bessai::audit", audit = "delivery_recovered", destination = url, lost, "SIEM destination takes records again");
+                Health::Recovered {
+                    lost,
+                    discarded_bytes,
+                } => {
+                    tracing::warn!(target: "bessai::audit", audit = "delivery_recovered", destination = url, lost, discarded_bytes, "SIEM destination takes records again");
                     self.event(
                         EventClass::DeliveryFault,
                         format!(
-                            "SIEM destination {url} recovered; {lost} records could not be spooled"
+                            "SIEM destination {url} recovered; {lost} records could not be spooled, {discarded_bytes} bytes of damaged spool were cut"
                         ),
                     )
                     .with_detail("destination", url)
                     .with_detail("lost", lost.to_string())
+                    .with_detail("discarded_bytes", discarded_bytes.to_string())
                 }
             };
             self.spool(&e);

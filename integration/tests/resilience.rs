@@ -328,3 +328,75 @@ fn an_oversized_record_blocks_no_destination() {
         .count();
     assert_eq!(truncations, 2, "one per destination, counted");
 }
+
+/// The largest segment file under `dir` (one directory per destination).
+fn segment_file(dir: &Path) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max_by_key(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+}
+
+/// A segment damaged on disk during a SIEM outage: the forwarder stops on
+/// the damage, is restarted on a spool opened afresh (the damage cut away
+/// and counted), and later events are delivered.
+#[test]
+fn a_damaged_segment_does_not_stop_delivery() {
+    if !have_root("a_damaged_segment_does_not_stop_delivery") {
+        return;
+    }
+    let mut tb = site("damaged", Deployment::Routed);
+    let Some(mut rsyslog) = Rsyslog::start_in(Listener::Tcp, Some(&tb.ns("gw"))) else {
+        return;
+    };
+    let spool = tb.work.join("spool");
+    let siem = format!(
+        "[siem]\nspool_dir = \"{}\"\naggregation_window_s = 0\n\n[[siem.destination]]\nurl = \"{}\"\nformat = \"cef\"\n",
+        spool.display(),
+        rsyslog.target(),
+    );
+    let config = tb.write_config_with(&example_policy(), &siem).unwrap();
+    tb.start_gateway_config(&config).unwrap();
+    wait_line(&rsyslog, "|200|Gateway started|", Duration::from_secs(10));
+
+    rsyslog.stop();
+    let during = deny_writes(&tb, 10);
+    // The memory queue goes to disk every second.
+    std::thread::sleep(Duration::from_secs(3));
+    let segment = segment_file(&spool).expect("a segment on disk");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.len() / 2;
+    for b in &mut bytes[at..at + 16] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+    rsyslog.resume();
+
+    let fault = wait_audit(&tb, "delivery_fault", 1, Duration::from_secs(30));
+    assert!(
+        fault[0]["error"].as_str().unwrap().contains("corrupt"),
+        "{}",
+        fault[0]
+    );
+    deny_writes(&tb, 1);
+    let start = Instant::now();
+    while denials_in(&rsyslog) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "delivery resumed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let recovered = wait_audit(&tb, "delivery_recovered", 1, Duration::from_secs(10));
+    let cut = recovered[0]["discarded_bytes"].as_u64().unwrap();
+    assert!(cut > 0, "the cut is counted: {}", recovered[0]);
+    println!(
+        "damaged segment: {during} denials during the outage, {} of all {} denials delivered, {cut} damaged bytes cut and reported",
+        denials_in(&rsyslog),
+        during + 1
+    );
+    assert_enforcing(&tb, "after the damage");
+}

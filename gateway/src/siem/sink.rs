@@ -33,8 +33,9 @@ pub enum Health {
     /// The destination stopped taking records (the first failure of an
     /// episode).
     Fault(String),
-    /// It takes records again; `lost` could not be spooled meanwhile.
-    Recovered { lost: u64 },
+    /// It takes records again; `lost` could not be spooled meanwhile, and
+    /// reopening the spool cut `discarded_bytes` of damaged segments.
+    Recovered { lost: u64, discarded_bytes: u64 },
 }
 
 struct Live {
@@ -61,6 +62,8 @@ pub struct Sink {
     lost: u64,
     /// Disk-limit drops already reported.
     pub drops_reported: u64,
+    /// Bytes the last opening of the spool cut from damaged segments.
+    discarded_bytes: u64,
 }
 
 impl Sink {
@@ -77,12 +80,15 @@ impl Sink {
             fault: None,
             lost: 0,
             drops_reported: 0,
+            discarded_bytes: 0,
         }
     }
 
     /// Opens the spool and starts the forwarder.
     fn open(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), SpoolError> {
-        let spool = Arc::new(Mutex::new(Spool::open(self.config.clone())?));
+        let spool = Spool::open(self.config.clone())?;
+        self.discarded_bytes = spool.stats().discarded_at_open_bytes;
+        let spool = Arc::new(Mutex::new(spool));
         let wake = Arc::new(Notify::new());
         let forwarder = Forwarder {
             destination: self.destination.clone(),
@@ -159,6 +165,7 @@ impl Sink {
         self.backoff = BACKOFF_MIN;
         Some(Health::Recovered {
             lost: std::mem::take(&mut self.lost),
+            discarded_bytes: std::mem::take(&mut self.discarded_bytes),
         })
     }
 
