@@ -25,8 +25,16 @@ pub enum AuditEvent {
         adopted: bool,
     },
     Stop {
-        /// True when enforcement was removed (configuration `on_shutdown = "open"`).
+        /// True when enforcement was removed (development runs without pins).
         opened: bool,
+    },
+    /// The daemon could not put the boundary in force and exits for the
+    /// service manager to retry.
+    StartFailed {
+        stage: &'static str,
+        error: String,
+        /// The closed ruleset is in force (nftables configured).
+        boundary_closed: bool,
     },
     ReloadSucceeded {
         policy: String,
@@ -43,8 +51,17 @@ pub enum AuditEvent {
     },
     ReloadFailed {
         policy: String,
+        /// The policy XDP enforces after the failure.
         running_sha256: String,
+        /// The policy of the nftables ruleset after the failure (None
+        /// without nftables); differs from `running_sha256` only when a
+        /// rollback failed, until [`AuditEvent::LayersAgree`].
+        nftables_sha256: Option<String>,
         error: String,
+    },
+    /// nftables caught up with the policy XDP runs after a split reload.
+    LayersAgree {
+        policy_sha256: String,
     },
     ConfigChanged {
         config: String,
@@ -66,9 +83,11 @@ impl AuditEvent {
         match self {
             AuditEvent::Start { .. } => "start",
             AuditEvent::Stop { .. } => "stop",
+            AuditEvent::StartFailed { .. } => "start_failed",
             AuditEvent::ReloadSucceeded { .. } => "reload_succeeded",
             AuditEvent::ReloadUnchanged { .. } => "reload_unchanged",
             AuditEvent::ReloadFailed { .. } => "reload_failed",
+            AuditEvent::LayersAgree { .. } => "layers_agree",
             AuditEvent::ConfigChanged { .. } => "config_changed",
             AuditEvent::KernelEventsLost { .. } => "kernel_events_lost",
         }
@@ -91,6 +110,15 @@ impl AuditEvent {
                 ("adopted", adopted.to_string()),
             ],
             AuditEvent::Stop { opened } => vec![("opened", opened.to_string())],
+            AuditEvent::StartFailed {
+                stage,
+                error,
+                boundary_closed,
+            } => vec![
+                ("stage", (*stage).to_string()),
+                ("error", error.clone()),
+                ("boundary_closed", boundary_closed.to_string()),
+            ],
             AuditEvent::ReloadSucceeded {
                 policy,
                 old_sha256,
@@ -111,12 +139,20 @@ impl AuditEvent {
             AuditEvent::ReloadFailed {
                 policy,
                 running_sha256,
+                nftables_sha256,
                 error,
             } => vec![
                 ("policy", policy.clone()),
                 ("running_sha256", running_sha256.clone()),
+                (
+                    "nftables_sha256",
+                    nftables_sha256.clone().unwrap_or_else(|| "-".into()),
+                ),
                 ("error", error.clone()),
             ],
+            AuditEvent::LayersAgree { policy_sha256 } => {
+                vec![("policy_sha256", policy_sha256.clone())]
+            }
             AuditEvent::ConfigChanged {
                 config,
                 needs_restart,
@@ -148,6 +184,14 @@ impl AuditEvent {
                 target: "bessai::audit", audit, opened,
                 "{}", if *opened { "gateway stopped, enforcement removed" } else { "gateway stopped, enforcement stays in force" }
             ),
+            AuditEvent::StartFailed {
+                stage,
+                error,
+                boundary_closed,
+            } => tracing::error!(
+                target: "bessai::audit", audit, stage, error, boundary_closed,
+                "{}", if *boundary_closed { "start failed; the boundary stays closed" } else { "start failed" }
+            ),
             AuditEvent::ReloadSucceeded {
                 policy,
                 old_sha256,
@@ -165,10 +209,20 @@ impl AuditEvent {
             AuditEvent::ReloadFailed {
                 policy,
                 running_sha256,
+                nftables_sha256,
                 error,
             } => tracing::error!(
-                target: "bessai::audit", audit, policy, running_sha256, error,
-                "reload rejected, the running policy stays in force"
+                target: "bessai::audit", audit, policy, running_sha256,
+                nftables_sha256 = nftables_sha256.as_deref().unwrap_or("-"), error,
+                "{}", if nftables_sha256.as_ref().is_none_or(|n| n == running_sha256) {
+                    "reload rejected, the running policy stays in force in every layer"
+                } else {
+                    "reload failed half-way: XDP runs running_sha256, nftables nftables_sha256"
+                }
+            ),
+            AuditEvent::LayersAgree { policy_sha256 } => tracing::warn!(
+                target: "bessai::audit", audit, policy_sha256,
+                "nftables caught up: every layer runs this policy"
             ),
             AuditEvent::ConfigChanged {
                 config,

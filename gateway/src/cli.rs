@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::exit;
+use crate::{config::XdpMode, daemon::RunFrom, exit, report::ReportFormat};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,6 +41,12 @@ pub enum Command {
         #[command(subcommand)]
         command: SiemCommand,
     },
+    /// The boundary outside the daemon: closed at boot, forwarding after
+    /// the daemon is enforcing, opened only to decommission.
+    Boundary {
+        #[command(subcommand)]
+        command: BoundaryCommand,
+    },
     /// The nftables base ruleset the configuration gives.
     Nft {
         #[arg(long, default_value = crate::config::DEFAULT_PATH)]
@@ -54,14 +60,29 @@ pub enum Command {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum XdpModeArg {
-    /// Native (driver) mode where available, else generic.
-    Auto,
-    /// Driver mode only; fail where the driver lacks it.
-    Native,
-    /// Generic (SKB) mode: works on every interface, slower.
-    Generic,
+#[derive(Subcommand, Debug)]
+pub enum BoundaryCommand {
+    /// At boot, before the network: our nftables table without a single
+    /// conduit (forward drop, input only from management) and forwarding
+    /// (routed) or the bridge ports (bridge) off. 78 when the configuration
+    /// is invalid, after closing every family anyway.
+    Close {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Once the daemon is enforcing (systemd runs it after READY=1):
+    /// forwarding (routed) or the bridge ports (bridge) on.
+    Forward {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Decommissioning: remove the pinned XDP programs and our nftables
+    /// tables and turn forwarding on. THE BOUNDARY IS OPEN AFTERWARDS.
+    /// Stop and disable the services first.
+    Decommission {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,7 +101,9 @@ pub enum PolicyCommand {
         policy: PathBuf,
         #[arg(long)]
         pcap: PathBuf,
-        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        /// `text`: summary per conduit, then the denied transactions;
+        /// `json`: one object per transaction.
+        #[arg(long, default_value = "text")]
         format: ReportFormat,
     },
     /// What changed between two policies; with --pcap, which transactions
@@ -132,14 +155,6 @@ pub enum SiemCommand {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    /// Summary per conduit, then the denied transactions.
-    Text,
-    /// One JSON object per transaction.
-    Json,
-}
-
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Appliance configuration (see examples/gateway.toml); exit 78 when invalid.
@@ -155,12 +170,28 @@ pub struct RunArgs {
     /// enforcement outlives the process; without it, exiting detaches.
     #[arg(long)]
     pub pin_path: Option<PathBuf>,
-    /// XDP attach mode: native where the driver supports it (auto), or force one.
-    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
-    pub xdp_mode: XdpModeArg,
+    /// XDP attach mode: `auto` (native where the driver supports it, else
+    /// generic), `native` or `generic`.
+    #[arg(long, default_value = "auto")]
+    pub xdp_mode: XdpMode,
     /// Seconds between counter summaries in the log (0: only at exit).
     #[arg(long, default_value_t = 60)]
     pub stats_interval: u64,
+}
+
+impl From<RunArgs> for RunFrom {
+    fn from(a: RunArgs) -> Self {
+        match a.config {
+            Some(path) => RunFrom::Config(path),
+            None => RunFrom::Flags {
+                policy: a.policy,
+                ifaces: a.ifaces,
+                pin_path: a.pin_path,
+                xdp_mode: a.xdp_mode,
+                stats_interval: a.stats_interval,
+            },
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -200,12 +231,19 @@ pub fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Diff { old, new, pcap },
         } => crate::diff::policy_diff(&old, &new, pcap.as_deref()),
-        Command::Run(args) => crate::daemon::run(args),
+        Command::Run(args) => crate::daemon::run(args.into()),
         Command::Nft {
             config,
             dry_run,
             check,
-        } => crate::daemon::nft_command(&config, dry_run, check),
+        } => crate::boundary::nft_command(&config, dry_run, check),
+        Command::Boundary { command } => match command {
+            BoundaryCommand::Close { config } => crate::boundary::close_command(&config),
+            BoundaryCommand::Forward { config } => crate::boundary::forward_command(&config),
+            BoundaryCommand::Decommission { config } => {
+                crate::boundary::decommission_command(&config)
+            }
+        },
         Command::Siem {
             command:
                 SiemCommand::Test {

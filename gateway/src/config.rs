@@ -111,21 +111,36 @@ pub enum Deployment {
     Bridge,
 }
 
+/// How XDP attaches; the one definition, for the file and `run --xdp-mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpMode {
+    /// Native (driver) mode where available, else generic.
     Auto,
+    /// Driver mode only; fail where the driver lacks it.
     Native,
+    /// Generic (SKB) mode: works on every interface, slower.
     Generic,
 }
 
-/// What a clean shutdown leaves behind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnShutdown {
-    /// XDP programs and the nftables table stay in force (the boundary stays
-    /// closed while the daemon is down). The default.
-    Keep,
-    /// Everything is removed: the boundary is open. For decommissioning.
-    Open,
+impl XdpMode {
+    const NAMES: [(&'static str, XdpMode); 3] = [
+        ("auto", XdpMode::Auto),
+        ("native", XdpMode::Native),
+        ("generic", XdpMode::Generic),
+    ];
+    const NAMES_TEXT: &'static str = "\"auto\", \"native\", \"generic\"";
+}
+
+impl FromStr for XdpMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| format!("one of {}, not {s:?}", Self::NAMES_TEXT))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,7 +187,6 @@ pub struct Config {
     pub device_id: String,
     pub pin_path: PathBuf,
     pub xdp_mode: XdpMode,
-    pub on_shutdown: OnShutdown,
     pub stats_interval: u64,
     pub interfaces: Vec<Interface>,
     pub bridge: Option<String>,
@@ -209,8 +223,11 @@ pub enum ConfigErrorKind {
     BadInterfaceName(String),
     #[error("interface {name:?} listed twice (first on line {first_line})")]
     DuplicateInterface { name: String, first_line: usize },
-    #[error("no interface {0:?} on this system")]
-    NoSuchInterface(String),
+    #[error(
+        "on_shutdown = \"open\" would open the boundary on every restart and upgrade; \
+         decommission with `bessai-gw boundary decommission` instead"
+    )]
+    OpenOnShutdown,
     #[error("zone {zone:?} is not in the policy {policy} (zones: {known})")]
     UnknownZone {
         zone: String,
@@ -221,8 +238,6 @@ pub enum ConfigErrorKind {
     BridgeMissing,
     #[error("[bridge] is only for mode \"bridge\"")]
     BridgeUnused,
-    #[error("interface {iface:?} is not a port of bridge {bridge:?}")]
-    NotABridgePort { iface: String, bridge: String },
     #[error("{0:?} is not an address or network (CIDR)")]
     BadNetwork(String),
     #[error("[management] needs zone = \"<policy zone>\" or networks = [...]")]
@@ -364,15 +379,10 @@ fn valid_ifname(name: &str) -> bool {
         && name != ".."
 }
 
-/// Where sysfs lists the interfaces of this network namespace.
-fn sysfs_net() -> PathBuf {
-    PathBuf::from("/sys/class/net")
-}
-
-/// Reads and validates `path`, and the policy it names. `check_system`
-/// also checks that the interfaces exist (off for `--dry-run` on a
-/// workstation).
-pub fn load(path: &Path, check_system: bool) -> Result<Config, ConfigErrors> {
+/// Reads and validates `path`, and the policy it names. Whether the
+/// interfaces exist is no question of the file: ports enumerate late, and
+/// the daemon waits for them.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -382,12 +392,12 @@ pub fn load(path: &Path, check_system: bool) -> Result<Config, ConfigErrors> {
             kind: ConfigErrorKind::Io(e.to_string()),
         }])
     })?;
-    parse(&source, path, check_system)
+    parse(&source, path)
 }
 
 /// Validates configuration text; relative paths are relative to `path`'s
 /// directory.
-pub fn parse(source: &str, path: &Path, check_system: bool) -> Result<Config, ConfigErrors> {
+pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let base = path.parent().unwrap_or(Path::new("."));
     let mut ck = Checker {
@@ -440,20 +450,25 @@ pub fn parse(source: &str, path: &Path, check_system: bool) -> Result<Config, Co
         "xdp_mode",
         gw.xdp_mode.as_ref(),
         XdpMode::Auto,
-        &[
-            ("auto", XdpMode::Auto),
-            ("native", XdpMode::Native),
-            ("generic", XdpMode::Generic),
-        ],
-        "\"auto\", \"native\", \"generic\"",
+        &XdpMode::NAMES,
+        XdpMode::NAMES_TEXT,
     );
-    let on_shutdown = ck.one_of(
-        "on_shutdown",
-        gw.on_shutdown.as_ref(),
-        OnShutdown::Keep,
-        &[("keep", OnShutdown::Keep), ("open", OnShutdown::Open)],
-        "\"keep\", \"open\"",
-    );
+    // A clean stop always leaves the boundary closed; "keep" is accepted
+    // because it says so.
+    if let Some(v) = &gw.on_shutdown {
+        match v.get_ref().as_str() {
+            "keep" => {}
+            "open" => ck.err(v.span(), ConfigErrorKind::OpenOnShutdown),
+            other => ck.err(
+                v.span(),
+                ConfigErrorKind::NotOneOf {
+                    key: "on_shutdown",
+                    value: other.to_string(),
+                    allowed: "\"keep\"",
+                },
+            ),
+        }
+    }
     let stats_interval = ck.number(
         "stats_interval",
         gw.stats_interval.as_ref(),
@@ -492,11 +507,6 @@ pub fn parse(source: &str, path: &Path, check_system: bool) -> Result<Config, Co
                     name: name.clone(),
                     first_line,
                 },
-            );
-        } else if check_system && !sysfs_net().join(name).exists() {
-            ck.err(
-                name_span.clone(),
-                ConfigErrorKind::NoSuchInterface(name.clone()),
             );
         }
         seen.push((name.clone(), ck.line(&name_span)));
@@ -540,21 +550,6 @@ pub fn parse(source: &str, path: &Path, check_system: bool) -> Result<Config, Co
                     b.get_ref().name.span(),
                     ConfigErrorKind::BadInterfaceName(name.clone()),
                 );
-            } else if check_system {
-                for (i, raw_i) in interfaces.iter().zip(&raw.interfaces) {
-                    let master = std::fs::read_link(sysfs_net().join(&i.name).join("master"))
-                        .ok()
-                        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()));
-                    if sysfs_net().join(&i.name).exists() && master.as_deref() != Some(&name) {
-                        ck.err(
-                            raw_i.get_ref().name.span(),
-                            ConfigErrorKind::NotABridgePort {
-                                iface: i.name.clone(),
-                                bridge: name.clone(),
-                            },
-                        );
-                    }
-                }
             }
             Some(name)
         }
@@ -688,7 +683,6 @@ pub fn parse(source: &str, path: &Path, check_system: bool) -> Result<Config, Co
         device_id,
         pin_path,
         xdp_mode,
-        on_shutdown,
         stats_interval,
         interfaces,
         bridge,

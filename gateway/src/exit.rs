@@ -11,7 +11,9 @@ pub const OSERR: u8 = 71;
 pub const NOPERM: u8 = 77;
 /// An output file could not be written.
 pub const CANTCREAT: u8 = 73;
-/// Invalid configuration file.
+/// A temporary failure (a port not there yet): the service manager retries.
+pub const TEMPFAIL: u8 = 75;
+/// Invalid configuration file: it can never work; the boundary stays closed.
 pub const CONFIG: u8 = 78;
 /// A service (the SIEM) is unavailable.
 pub const UNAVAILABLE: u8 = 69;

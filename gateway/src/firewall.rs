@@ -16,12 +16,10 @@
 //! conduit traffic is tracked by the XDP program, which denies segments of
 //! connections it did not see open.
 
-use std::{
-    borrow::Cow,
-    io::Write,
-    net::IpAddr,
-    process::{Command, Stdio},
-};
+mod neighbours;
+mod run;
+
+use std::{borrow::Cow, net::IpAddr};
 
 use bessai_policy::{ConduitMeta, IpNet};
 use nftables::{
@@ -33,24 +31,13 @@ use nftables::{
     types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Deployment {
-    Routed,
-    Bridge,
-}
+pub use crate::config::{Deployment, Management};
 
 /// The gateway ports of one zone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ZoneInterfaces {
     pub zone: String,
     pub ifaces: Vec<String>,
-}
-
-/// Management access to the gateway itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Management {
-    pub networks: Vec<IpNet>,
-    pub tcp_ports: Vec<u16>,
 }
 
 pub struct RulesetSpec<'a> {
@@ -71,7 +58,11 @@ pub enum NftError {
     Encode(String),
     #[error("nft rejected the ruleset: {0}")]
     Rejected(String),
+    #[error("nft did not finish within {0:?}")]
+    Timeout(std::time::Duration),
 }
+
+pub use run::{NFT_TIMEOUT, Nft};
 
 /// Comment of the rule that accepts a conduit's connections.
 pub fn conduit_comment(name: &str) -> String {
@@ -272,42 +263,62 @@ fn ifaces_of<'a>(zones: &'a [ZoneInterfaces], zone: &str) -> &'a [String] {
         .map_or(&[], |z| z.ifaces.as_slice())
 }
 
+/// What every rule of a conduit matches besides the protocol: the ports
+/// of both its zones and its clients of its asset's address family.
+struct Ends<'a> {
+    from: &'a [String],
+    to: &'a [String],
+    /// `ip` or `ip6`.
+    proto: &'static str,
+    sources: Vec<&'a IpNet>,
+}
+
+impl<'a> Ends<'a> {
+    /// None when the conduit can never match: without ports on both sides
+    /// an accept would match on any port, including ones without XDP, and
+    /// without clients of the asset's family nothing can connect.
+    fn of(zones: &'a [ZoneInterfaces], c: &'a ConduitMeta) -> Option<Self> {
+        let proto = family_proto(&c.address);
+        let sources: Vec<&IpNet> = c
+            .sources
+            .iter()
+            .filter(|n| family_proto(&n.addr) == proto)
+            .collect();
+        let (from, to) = (ifaces_of(zones, &c.from), ifaces_of(zones, &c.to));
+        (!sources.is_empty() && !from.is_empty() && !to.is_empty()).then_some(Self {
+            from,
+            to,
+            proto,
+            sources,
+        })
+    }
+
+    fn clients(&self) -> Vec<Expression<'static>> {
+        self.sources.iter().map(|n| net_expr(n)).collect()
+    }
+}
+
+/// In on `iif`, out on `oif`.
+fn on_ports(iif: &[String], oif: &[String]) -> Vec<Statement<'static>> {
+    vec![
+        is_in(meta(MetaKey::Iifname), iif.iter().map(|i| s(i)).collect()),
+        is_in(meta(MetaKey::Oifname), oif.iter().map(|i| s(i)).collect()),
+    ]
+}
+
 /// The accept rules of one conduit, for the address family of its asset;
 /// stateless (requests and replies) in the bridge family.
 fn conduit_rules(b: &mut Batch, zones: &[ZoneInterfaces], c: &ConduitMeta, stateful: bool) {
-    let dst_proto = family_proto(&c.address);
-    let sources: Vec<&IpNet> = c
-        .sources
-        .iter()
-        .filter(|n| family_proto(&n.addr) == dst_proto)
-        .collect();
-    if sources.is_empty() {
+    let Some(ends) = Ends::of(zones, c) else {
         return;
-    }
-    let (from, to) = (ifaces_of(zones, &c.from), ifaces_of(zones, &c.to));
-    let ports = |iif: &[String], oif: &[String]| {
-        let mut expr = Vec::new();
-        if !iif.is_empty() {
-            expr.push(is_in(
-                meta(MetaKey::Iifname),
-                iif.iter().map(|i| s(i)).collect(),
-            ));
-        }
-        if !oif.is_empty() {
-            expr.push(is_in(
-                meta(MetaKey::Oifname),
-                oif.iter().map(|i| s(i)).collect(),
-            ));
-        }
-        expr
     };
-    let clients = || sources.iter().map(|n| net_expr(n)).collect::<Vec<_>>();
+    let proto = ends.proto;
     let asset = || s(&c.address.to_string());
     let port = || Expression::Number(u32::from(c.port));
 
-    let mut request = ports(from, to);
-    request.push(is_in(payload(dst_proto, "saddr"), clients()));
-    request.push(matches(payload(dst_proto, "daddr"), asset()));
+    let mut request = on_ports(ends.from, ends.to);
+    request.push(is_in(payload(proto, "saddr"), ends.clients()));
+    request.push(matches(payload(proto, "daddr"), asset()));
     request.push(matches(payload("tcp", "dport"), port()));
     if stateful {
         request.push(ct_state(&["new"]));
@@ -315,10 +326,10 @@ fn conduit_rules(b: &mut Batch, zones: &[ZoneInterfaces], c: &ConduitMeta, state
     request.extend([counter(), Statement::Accept(None)]);
     b.rule(FORWARD, request, Some(conduit_comment(&c.name)));
     if !stateful {
-        let mut reply = ports(to, from);
-        reply.push(matches(payload(dst_proto, "saddr"), asset()));
+        let mut reply = on_ports(ends.to, ends.from);
+        reply.push(matches(payload(proto, "saddr"), asset()));
         reply.push(matches(payload("tcp", "sport"), port()));
-        reply.push(is_in(payload(dst_proto, "daddr"), clients()));
+        reply.push(is_in(payload(proto, "daddr"), ends.clients()));
         reply.extend([counter(), Statement::Accept(None)]);
         b.rule(
             FORWARD,
@@ -392,19 +403,11 @@ pub fn build(spec: &RulesetSpec) -> Nftables<'static> {
     let stateful = spec.deployment == Deployment::Routed;
     if stateful {
         fwd.stateful_head(FORWARD);
-    } else {
-        // Hosts on the bridge must resolve each other.
-        fwd.rule(
-            FORWARD,
-            vec![
-                matches(payload("ether", "type"), s("arp")),
-                Statement::Accept(None),
-            ],
-            Some("arp".into()),
-        );
-        fwd.neighbour_discovery(FORWARD);
     }
     for c in spec.conduits {
+        if !stateful {
+            neighbours::conduit_resolution(&mut fwd, &spec.zones, c);
+        }
         conduit_rules(&mut fwd, &spec.zones, c, stateful);
     }
     fwd.default_deny(FORWARD);
@@ -426,91 +429,6 @@ pub fn build(spec: &RulesetSpec) -> Nftables<'static> {
     all.append(&mut objects);
     Nftables {
         objects: Cow::Owned(all),
-    }
-}
-
-/// Runs nft, in `netns` when given (tests), else in our own namespace.
-#[derive(Clone, Debug, Default)]
-pub struct Nft {
-    pub netns: Option<String>,
-}
-
-impl Nft {
-    /// `nft -j [extra] -f -` with the batch on stdin; nft's own message on
-    /// failure.
-    fn run(&self, ruleset: &Nftables, extra: &[&str]) -> Result<(), NftError> {
-        let json = serde_json::to_string(ruleset).map_err(|e| NftError::Encode(e.to_string()))?;
-        let mut cmd = match &self.netns {
-            None => Command::new("nft"),
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "nft"]);
-                c
-            }
-        };
-        cmd.args(extra)
-            .args(["-j", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => NftError::NotFound {
-                program: if self.netns.is_some() { "ip" } else { "nft" },
-            },
-            _ => NftError::Spawn(e),
-        })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(json.as_bytes()).map_err(NftError::Spawn)?;
-        }
-        let out = child.wait_with_output().map_err(NftError::Spawn)?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        // `ip netns exec` reports a missing nft itself.
-        if stderr.contains("exec of \"nft\" failed") {
-            return Err(NftError::NotFound { program: "nft" });
-        }
-        let mut lines: Vec<&str> = stderr
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        lines.dedup();
-        Err(NftError::Rejected(lines.join("; ")))
-    }
-
-    /// Replaces our table(s), in one transaction.
-    pub fn apply(&self, ruleset: &Nftables) -> Result<(), NftError> {
-        self.run(ruleset, &[])
-    }
-
-    /// Has the kernel validate the ruleset; changes nothing.
-    pub fn check(&self, ruleset: &Nftables) -> Result<(), NftError> {
-        self.run(ruleset, &["--check"])
-    }
-
-    /// Deletes our table(s); absent tables are fine.
-    pub fn remove(&self, table: &str, deployment: Deployment) -> Result<(), NftError> {
-        let mut families = vec![NfFamily::INet];
-        if deployment == Deployment::Bridge {
-            families.push(NfFamily::Bridge);
-        }
-        let mut objects = Vec::new();
-        for family in families {
-            let t = || {
-                NfListObject::Table(Table {
-                    family,
-                    name: Cow::Owned(table.to_string()),
-                    handle: None,
-                })
-            };
-            objects.push(NfObject::CmdObject(NfCmd::Add(t())));
-            objects.push(NfObject::CmdObject(NfCmd::Delete(t())));
-        }
-        self.apply(&Nftables {
-            objects: Cow::Owned(objects),
-        })
     }
 }
 

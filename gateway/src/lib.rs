@@ -1,5 +1,6 @@
 //! BESSAI Edge Gateway: daemon and CLI around the XDP data plane.
 pub mod audit;
+pub mod boundary;
 pub mod cli;
 pub mod config;
 pub mod daemon;

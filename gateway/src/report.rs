@@ -2,7 +2,28 @@
 
 use std::{io::Write, path::Path};
 
-use crate::{cli::ReportFormat, exit, replay};
+use crate::{exit, replay};
+
+/// How `policy test` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// Summary per conduit, then the denied transactions.
+    Text,
+    /// One JSON object per transaction.
+    Json,
+}
+
+impl std::str::FromStr for ReportFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("\"text\" or \"json\", not {other:?}")),
+        }
+    }
+}
 
 /// Denied transactions listed in the text report before it summarises.
 const TEXT_LIST_MAX: usize = 200;

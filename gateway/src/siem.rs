@@ -4,25 +4,22 @@
 //! destination format and pushed into each destination's disk-backed spool;
 //! one forwarder task per destination delivers them.
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod sink;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use bessai_common::{Action, EVENT_HAS_ADU, EVENT_MONITOR, NO_CONDUIT, Reason};
 use bessai_siem::{
     flood::Aggregator,
-    forward::{Destination, ForwardStats, Forwarder},
+    forward::{Destination, ForwardStats},
     record::{Event, EventClass, EventId, now_ms},
     render::{self, Format, Options},
-    spool::{Class, Spool, SpoolConfig, SpoolError},
+    spool::{Class, SpoolConfig},
     transport::{Target, TlsOptions},
 };
-use tokio::{
-    sync::{Notify, watch},
-    task::JoinHandle,
-};
+use tokio::sync::watch;
+
+use self::sink::{Health, Sink};
 
 use crate::{audit::AuditEvent, config::Siem as SiemConfig, dataplane::addr};
 
@@ -35,121 +32,67 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 /// Keys tracked by flood aggregation at most.
 const MAX_FLOOD_KEYS: usize = 10_000;
-/// Traffic records held in memory per destination before they spill to disk.
-const MEMORY_RECORDS: usize = 1024;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn event_id_epochs_never_repeat() {
-        let dir = std::env::temp_dir().join(format!("bessai-boot-{}", std::process::id()));
-        let a = super::next_boot(&dir);
-        let b = super::next_boot(&dir);
-        let c = super::next_boot(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(a < b && b < c, "{a} {b} {c}");
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SiemError {
-    #[error("destination {url}: {reason}")]
-    Destination { url: String, reason: String },
-    #[error("spool for {url}: {source}")]
-    Spool {
-        url: String,
-        #[source]
-        source: SpoolError,
-    },
-}
-
-struct Sink {
-    url: String,
-    format: Format,
-    spool: Arc<Mutex<Spool>>,
-    wake: Arc<Notify>,
-    stats: Arc<ForwardStats>,
-    /// Spool drops already reported by an audit event.
-    drops_reported: u64,
-}
+/// Traffic records held in memory per destination before they spill to
+/// disk; the memory queue is also written out every second (`tick`).
+pub const MEMORY_RECORDS: usize = 1024;
+/// The shortest time between two "events dropped" records of one
+/// destination, so that a flood cannot fill the spool with them.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// The daemon's SIEM pipeline.
 pub struct Pipeline {
     site: String,
     device_id: String,
+    spool_dir: PathBuf,
     boot_s: u32,
     seq: u32,
     policy_sha256: String,
     aggregator: Aggregator,
     options: Options,
     sinks: Vec<Sink>,
-    tasks: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+    last_drop_report: Option<tokio::time::Instant>,
 }
 
 impl Pipeline {
     /// Opens every destination's spool (resuming what a previous run left)
-    /// and starts its forwarder on the current runtime.
-    pub fn start(
-        config: &SiemConfig,
-        site: &str,
-        device_id: &str,
-        policy_sha256: &str,
-    ) -> Result<Self, SiemError> {
+    /// and starts its forwarder on the current runtime. Never fails: a
+    /// destination whose spool cannot be opened is retried (see sink.rs).
+    pub fn start(config: &SiemConfig, site: &str, device_id: &str, policy_sha256: &str) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut sinks = Vec::new();
-        let mut tasks = Vec::new();
         for (i, d) in config.destinations.iter().enumerate() {
-            let err = |reason: String| SiemError::Destination {
-                url: d.url.clone(),
-                reason,
+            // Both were checked with the configuration.
+            let (Ok(target), Ok(format)) = (d.url.parse::<Target>(), d.format.parse::<Format>())
+            else {
+                tracing::error!(target: "bessai::siem", destination = d.url, "unusable destination skipped");
+                continue;
             };
-            let target: Target = d.url.parse().map_err(|e| err(format!("{e}")))?;
-            let format: Format = d.format.parse().map_err(err)?;
-            let dir = spool_dir(&config.spool_dir, i, &d.url);
-            let mut sc = SpoolConfig::new(dir);
+            let mut sc = SpoolConfig::new(spool_dir(&config.spool_dir, i, &d.url));
             sc.max_bytes = config.spool_max_bytes;
+            // The disk limit drops a segment at a time: four segments at
+            // least, so that a small limit still works and drops little.
+            sc.segment_bytes = sc
+                .segment_bytes
+                .min(config.spool_max_bytes / 4)
+                .max(SpoolConfig::MIN_SEGMENT_BYTES);
             sc.memory_records = MEMORY_RECORDS;
-            let spool = Spool::open(sc).map_err(|source| SiemError::Spool {
-                url: d.url.clone(),
-                source,
-            })?;
-            let spool = Arc::new(Mutex::new(spool));
-            let wake = Arc::new(Notify::new());
-            let stats = Arc::new(ForwardStats::default());
-            let forwarder = Forwarder {
-                destination: Destination {
-                    target,
-                    tls: TlsOptions {
-                        ca: d.ca.clone(),
-                        cert: d.cert.clone(),
-                        key: d.key.clone(),
-                        server_name: None,
-                    },
+            let destination = Destination {
+                target,
+                tls: TlsOptions {
+                    ca: d.ca.clone(),
+                    cert: d.cert.clone(),
+                    key: d.key.clone(),
+                    server_name: None,
                 },
-                spool: spool.clone(),
-                wake: wake.clone(),
-                stats: stats.clone(),
             };
-            let rx = shutdown_rx.clone();
-            let url = d.url.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = forwarder.run(rx).await {
-                    tracing::error!(target: "bessai::siem", destination = url, error = %e, "forwarder stopped");
-                }
-            }));
-            sinks.push(Sink {
-                url: d.url.clone(),
-                format,
-                spool,
-                wake,
-                stats,
-                drops_reported: 0,
-            });
+            sinks.push(Sink::new(d.url.clone(), format, destination, sc));
         }
-        Ok(Self {
+        let mut p = Self {
             site: config.site.clone().unwrap_or_else(|| site.to_string()),
             device_id: device_id.to_string(),
+            spool_dir: config.spool_dir.clone(),
             boot_s: next_boot(&config.spool_dir),
             seq: 0,
             policy_sha256: policy_sha256.to_string(),
@@ -162,13 +105,22 @@ impl Pipeline {
                 ..Options::default()
             },
             sinks,
-            tasks,
             shutdown,
-        })
+            shutdown_rx,
+            last_drop_report: None,
+        };
+        p.supervise();
+        p
     }
 
+    /// Ids never repeat: when the counter would wrap (2^32 events, hours
+    /// of a flood), a new epoch above every earlier one starts.
     fn next_id(&mut self) -> EventId {
-        self.seq = self.seq.wrapping_add(1);
+        if self.seq == u32::MAX {
+            self.boot_s = next_boot(&self.spool_dir);
+            self.seq = 0;
+        }
+        self.seq += 1;
         EventId::new(self.boot_s, self.seq)
     }
 
@@ -234,6 +186,10 @@ impl Pipeline {
         let (class, message) = match a {
             AuditEvent::Start { .. } => (EventClass::Start, "gateway started"),
             AuditEvent::Stop { .. } => (EventClass::Stop, "gateway stopped"),
+            AuditEvent::StartFailed { .. } => (
+                EventClass::StartFailed,
+                "gateway not enforcing; boundary closed",
+            ),
             AuditEvent::ReloadSucceeded { .. } => (EventClass::ReloadSucceeded, "policy reloaded"),
             AuditEvent::ReloadUnchanged { .. } => (EventClass::ReloadSucceeded, "policy unchanged"),
             AuditEvent::ReloadFailed { .. } => (
@@ -243,6 +199,10 @@ impl Pipeline {
             AuditEvent::KernelEventsLost { .. } => (
                 EventClass::EventsDropped,
                 "kernel events lost (ring buffer full)",
+            ),
+            AuditEvent::LayersAgree { .. } => (
+                EventClass::ReloadSucceeded,
+                "nftables caught up with the XDP policy",
             ),
             AuditEvent::ConfigChanged { .. } => {
                 (EventClass::ConfigChanged, "configuration changed")
@@ -284,34 +244,90 @@ impl Pipeline {
         } else {
             Class::Traffic
         };
+        let mut changes = Vec::new();
         for s in &mut self.sinks {
             let bytes = render::render(e, s.format, &self.options);
-            let pushed = s
-                .spool
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(class, e.id.0, &bytes);
-            if let Err(err) = pushed {
-                tracing::error!(target: "bessai::siem", destination = s.url, error = %err, "cannot spool an event");
+            if let Some(h) = s.push(class, e.id.0, &bytes) {
+                changes.push((s.url.clone(), h));
             }
-            s.wake.notify_one();
+        }
+        self.report(changes);
+    }
+
+    /// Audit records for destinations that failed or recovered.
+    fn report(&mut self, changes: Vec<(String, Health)>) {
+        for (url, health) in changes {
+            let e = match health {
+                Health::Fault(why) => {
+                    tracing::error!(target: "bessai::audit", audit = "delivery_fault", destination = url, error = why, "SIEM destination failing; enforcement goes on, records are counted");
+                    self.event(
+                        EventClass::DeliveryFault,
+                        format!("SIEM destination {url} failing: {why}"),
+                    )
+                    .with_detail("destination", url)
+                    .with_detail("error", why)
+                }
+                Health::Recovered {
+                    lost,
+                    discarded_bytes,
+                } => {
+                    tracing::warn!(target: "bessai::audit", audit = "delivery_recovered", destination = url, lost, discarded_bytes, "SIEM destination takes records again");
+                    self.event(
+                        EventClass::DeliveryFault,
+                        format!(
+                            "SIEM destination {url} recovered; {lost} records could not be spooled, {discarded_bytes} bytes of damaged spool were cut"
+                        ),
+                    )
+                    .with_detail("destination", url)
+                    .with_detail("lost", lost.to_string())
+                    .with_detail("discarded_bytes", discarded_bytes.to_string())
+                }
+            };
+            self.spool(&e);
         }
     }
 
-    /// Periodic work: closes aggregation windows, and reports traffic
-    /// events the spool limit dropped with an audit event.
+    fn supervise(&mut self) {
+        let mut changes = Vec::new();
+        for s in &mut self.sinks {
+            if let Some(h) = s.supervise(&self.shutdown_rx) {
+                changes.push((s.url.clone(), h));
+            }
+        }
+        self.report(changes);
+    }
+
+    /// Periodic work (every second): closes aggregation windows, supervises
+    /// the destinations, and reports traffic events the spool limit dropped
+    /// (at most every [`DROP_REPORT_EVERY`]).
     pub fn tick(&mut self) {
         for e in self.aggregator.flush(now_ms()) {
             self.spool(&e);
         }
+        self.supervise();
+        let now = tokio::time::Instant::now();
+        if self
+            .last_drop_report
+            .is_some_and(|t| now - t < DROP_REPORT_EVERY)
+        {
+            return;
+        }
         let mut drops = Vec::new();
         for s in &mut self.sinks {
-            let stats = s.spool.lock().unwrap_or_else(|p| p.into_inner()).stats();
-            if stats.dropped_traffic > s.drops_reported {
-                drops.push((stats.dropped_traffic - s.drops_reported, s.url.clone()));
-                s.drops_reported = stats.dropped_traffic;
+            let dropped = s.dropped_traffic();
+            // A reopened spool counts from zero again.
+            if dropped < s.drops_reported {
+                s.drops_reported = 0;
+            }
+            if dropped > s.drops_reported {
+                drops.push((dropped - s.drops_reported, s.url.clone()));
+                s.drops_reported = dropped;
             }
         }
+        if drops.is_empty() {
+            return;
+        }
+        self.last_drop_report = Some(now);
         for (n, url) in drops {
             let e = self
                 .event(
@@ -327,13 +343,7 @@ impl Pipeline {
 
     /// Per destination: (url, spooled records, forwarder counters).
     pub fn status(&self) -> Vec<(String, u64, Arc<ForwardStats>)> {
-        self.sinks
-            .iter()
-            .map(|s| {
-                let n = s.spool.lock().unwrap_or_else(|p| p.into_inner()).len();
-                (s.url.clone(), n, s.stats.clone())
-            })
-            .collect()
+        self.sinks.iter().map(Sink::status).collect()
     }
 
     /// Flushes aggregation, lets the forwarders deliver what they can
@@ -343,19 +353,18 @@ impl Pipeline {
             self.spool(&e);
         }
         let _ = self.shutdown.send(true);
-        let all = futures_join(std::mem::take(&mut self.tasks));
+        let tasks: Vec<_> = self.sinks.iter_mut().filter_map(Sink::take_task).collect();
+        let all = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!(target: "bessai::siem", "SIEM delivery still pending at exit; it stays spooled");
         }
         for s in &self.sinks {
-            let _ = s.spool.lock().unwrap_or_else(|p| p.into_inner()).flush();
+            s.flush();
         }
-    }
-}
-
-async fn futures_join(tasks: Vec<JoinHandle<()>>) {
-    for t in tasks {
-        let _ = t.await;
     }
 }
 
@@ -374,10 +383,24 @@ fn next_boot(spool_dir: &std::path::Path) -> u32 {
         _ => now,
     };
     let _ = std::fs::create_dir_all(spool_dir);
-    if let Err(e) = std::fs::write(&path, boot.to_string()) {
+    if let Err(e) = write_atomic(&path, boot.to_string().as_bytes()) {
         tracing::warn!(target: "bessai::siem", error = %e, path = %path.display(), "cannot record the event id epoch");
     }
     boot
+}
+
+/// Replaces `path` so that a crash or power cut leaves the old content or
+/// the new, never a torn file: a temporary file, fsync, rename, fsync of
+/// the directory.
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// One spool directory per destination, named so an operator can tell them
@@ -502,5 +525,35 @@ pub fn test_command(a: &TestArgs) -> u8 {
             println!("  FAILED: {e}");
             exit::UNAVAILABLE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_id_epochs_never_repeat() {
+        let dir = std::env::temp_dir().join(format!("bessai-boot-{}", std::process::id()));
+        let a = super::next_boot(&dir);
+        let b = super::next_boot(&dir);
+        let c = super::next_boot(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(a < b && b < c, "{a} {b} {c}");
+    }
+
+    #[test]
+    fn event_ids_never_repeat_when_the_counter_wraps() {
+        let dir = std::env::temp_dir().join(format!("bessai-wrap-{}", std::process::id()));
+        let config = crate::config::Siem {
+            site: None,
+            spool_dir: dir.clone(),
+            spool_max_bytes: 1 << 20,
+            aggregation_window_s: 0,
+            destinations: Vec::new(),
+        };
+        let mut p = super::Pipeline::start(&config, "site", "gw", "sha");
+        p.seq = u32::MAX - 1;
+        let ids: Vec<u64> = (0..3).map(|_| p.next_id().0).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:x?}");
     }
 }

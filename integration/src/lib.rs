@@ -1,6 +1,7 @@
 //! Shared pieces of the root-only tests and the data-plane benchmark: root
 //! gating, the example policy, and the host-side twin of a kernel verdict.
 
+pub mod appliance;
 pub mod netns;
 
 use bessai_common::{

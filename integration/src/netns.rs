@@ -451,8 +451,10 @@ tcp_ports = [22]
             .stderr(Stdio::inherit())
             .spawn()?;
         self.gateway = Some(child);
+        // Generous: nft has stalled for tens of seconds while other tests
+        // tear down their namespaces, and a start runs it twice.
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
+        while start.elapsed() < Duration::from_secs(90) {
             let now = fs::read_to_string(&log_path).map_or(0, |s| s.matches("enforcing").count());
             if now > before {
                 return Ok(());
@@ -467,7 +469,52 @@ tcp_ports = [22]
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("gateway not enforcing after 20 s")
+        bail!("gateway not enforcing after 90 s")
+    }
+
+    /// Runs `bessai-gw run --config FILE` in the gateway namespace until it
+    /// exits by itself (a start that fails), at most `limit`; its status,
+    /// or None when it was still running (then it is killed). The log is
+    /// appended to the gateway log.
+    pub fn run_gateway_to_exit(
+        &mut self,
+        config: &Path,
+        limit: Duration,
+    ) -> Result<Option<std::process::ExitStatus>> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.gateway_log())?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("gw")])
+            .arg(bin("bessai-gw"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(config)
+            .stdout(log)
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(None)
+    }
+
+    /// `bessai-gw boundary <command> --config FILE` in the gateway
+    /// namespace, as the systemd units run it; its exit status.
+    pub fn boundary(&self, command: &str, config: &Path) -> Result<std::process::ExitStatus> {
+        Ok(Command::new("ip")
+            .args(["netns", "exec", &self.ns("gw")])
+            .arg(bin("bessai-gw"))
+            .args(["boundary", command, "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .status()?)
     }
 
     /// Plain TCP services beside the Modbus server, on the asset and on the

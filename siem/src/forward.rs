@@ -23,6 +23,8 @@
 //! * **UDP** confirms nothing and cannot notice a dead receiver; every
 //!   datagram is counted in [`ForwardStats::unconfirmed_sent`].
 
+mod fit;
+
 use std::{
     collections::VecDeque,
     sync::{
@@ -34,6 +36,7 @@ use std::{
 
 use tokio::sync::{Notify, watch};
 
+pub use self::fit::{fit, max_record_len};
 use crate::{
     spool::{Spool, SpoolError, SpooledRecord},
     transport::{Connection, Scheme, Target, TlsOptions},
@@ -68,10 +71,12 @@ pub struct ForwardStats {
     pub connects: AtomicU64,
     /// Failed connection attempts and broken connections.
     pub failures: AtomicU64,
+    /// Records cut to what the destination can carry ([`fit`]).
+    pub truncated: AtomicU64,
 }
 
 impl ForwardStats {
-    fn add(counter: &AtomicU64, n: usize) {
+    pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
@@ -218,7 +223,18 @@ impl Forwarder {
             } else {
                 (resend, true)
             };
-            let msgs: Vec<&[u8]> = batch.iter().map(|r| r.bytes.as_slice()).collect();
+            let max = max_record_len(self.destination.target.scheme);
+            let fitted: Vec<std::borrow::Cow<'_, [u8]>> =
+                batch.iter().map(|r| fit(&r.bytes, max)).collect();
+            let cut = fitted
+                .iter()
+                .filter(|f| matches!(f, std::borrow::Cow::Owned(_)))
+                .count();
+            if cut > 0 && !is_resend {
+                ForwardStats::add(&self.stats.truncated, cut);
+                tracing::warn!(target: "bessai::siem", destination = %self.destination.target, records = cut, "records larger than the destination carries were truncated");
+            }
+            let msgs: Vec<&[u8]> = fitted.iter().map(|f| f.as_ref()).collect();
             match c.send(&msgs).await {
                 Ok(()) => {
                     ForwardStats::add(&self.stats.sent, batch.len());

@@ -25,12 +25,16 @@ pub enum EventClass {
     ConfigChanged,
     AuthFailure,
     EventsDropped,
+    /// The gateway could not put the boundary in force (it stays closed).
+    StartFailed,
+    /// A destination's spool or forwarder failed and is being retried.
+    DeliveryFault,
     /// The marker event of `bessai-gw siem test`.
     Test,
 }
 
 impl EventClass {
-    pub const ALL: [EventClass; 12] = [
+    pub const ALL: [EventClass; 14] = [
         EventClass::DeniedTransaction,
         EventClass::MonitoredTransaction,
         EventClass::MalformedFrame,
@@ -42,6 +46,8 @@ impl EventClass {
         EventClass::ConfigChanged,
         EventClass::AuthFailure,
         EventClass::EventsDropped,
+        EventClass::StartFailed,
+        EventClass::DeliveryFault,
         EventClass::Test,
     ];
 
@@ -58,6 +64,8 @@ impl EventClass {
             EventClass::ConfigChanged => 204,
             EventClass::AuthFailure => 205,
             EventClass::EventsDropped => 206,
+            EventClass::StartFailed => 207,
+            EventClass::DeliveryFault => 208,
             EventClass::Test => 900,
         }
     }
@@ -76,6 +84,8 @@ impl EventClass {
             EventClass::ConfigChanged => "Configuration changed",
             EventClass::AuthFailure => "Authentication failure",
             EventClass::EventsDropped => "Events dropped",
+            EventClass::StartFailed => "Gateway not enforcing, boundary closed",
+            EventClass::DeliveryFault => "SIEM delivery fault",
             EventClass::Test => "SIEM pipeline test",
         }
     }
@@ -94,6 +104,8 @@ impl EventClass {
             EventClass::ConfigChanged => "config_changed",
             EventClass::AuthFailure => "auth_failure",
             EventClass::EventsDropped => "events_dropped",
+            EventClass::StartFailed => "start_failed",
+            EventClass::DeliveryFault => "delivery_fault",
             EventClass::Test => "test",
         }
     }
@@ -111,6 +123,8 @@ impl EventClass {
             EventClass::ConfigChanged => 4,
             EventClass::AuthFailure => 7,
             EventClass::EventsDropped => 8,
+            EventClass::StartFailed => 9,
+            EventClass::DeliveryFault => 6,
             EventClass::Test => 1,
         }
     }

@@ -9,7 +9,7 @@ fn examples() -> PathBuf {
 /// Parses `text` as if it were a file in examples/ (so that the example
 /// policy resolves), without looking at the system's interfaces.
 fn parse_example(text: &str) -> Result<Config, ConfigErrors> {
-    parse(text, &examples().join("test-gateway.toml"), false)
+    parse(text, &examples().join("test-gateway.toml"))
 }
 
 fn errors(text: &str) -> Vec<String> {
@@ -34,9 +34,8 @@ zone = "inverters"
 
 #[test]
 fn the_shipped_example_is_valid() {
-    let c = load(&examples().join("gateway.toml"), false).expect("valid");
+    let c = load(&examples().join("gateway.toml")).expect("valid");
     assert_eq!(c.deployment, Deployment::Routed);
-    assert_eq!(c.on_shutdown, OnShutdown::Keep);
     assert_eq!(c.interfaces.len(), 2);
     assert_eq!(c.nft_table.as_deref(), Some("bessai"));
     let m = c.management.expect("management");
@@ -49,7 +48,6 @@ fn the_shipped_example_is_valid() {
 #[test]
 fn defaults_keep_the_boundary_closed() {
     let c = parse_example(MINIMAL).expect("valid");
-    assert_eq!(c.on_shutdown, OnShutdown::Keep);
     assert_eq!(c.pin_path, PathBuf::from(DEFAULT_PIN_PATH));
     assert_eq!(c.nft_table.as_deref(), Some("bessai"));
     assert_eq!(c.xdp_mode, XdpMode::Auto);
@@ -65,6 +63,26 @@ fn errors_name_file_line_and_reason() {
         "{errs:?}"
     );
     assert!(errs[0].contains("control-center, inverters"), "{errs:?}");
+}
+
+#[test]
+fn on_shutdown_open_is_refused_with_the_way_to_decommission() {
+    let text = MINIMAL.replace(
+        "policy = \"bess-site.toml\"",
+        "policy = \"bess-site.toml\"\non_shutdown = \"open\"",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains(":4:15: error: on_shutdown = \"open\" would open the boundary")
+            && errs[0].contains("bessai-gw boundary decommission"),
+        "{errs:?}"
+    );
+    let keep = MINIMAL.replace(
+        "policy = \"bess-site.toml\"",
+        "policy = \"bess-site.toml\"\non_shutdown = \"keep\"",
+    );
+    parse_example(&keep).expect("keep is what happens anyway");
 }
 
 #[test]
@@ -137,9 +155,7 @@ fn a_broken_policy_is_reported_through_the_configuration() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("p.toml"), "version = 1\n[[zone]]\nname = 3\n").unwrap();
     let text = MINIMAL.replace("bess-site.toml", "p.toml");
-    let err = parse(&text, &dir.join("gw.toml"), false)
-        .unwrap_err()
-        .to_string();
+    let err = parse(&text, &dir.join("gw.toml")).unwrap_err().to_string();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(err.contains("gw.toml:3:10: error: the policy"), "{err}");
     assert!(err.contains("p.toml:3:"), "{err}");
@@ -157,18 +173,14 @@ fn bridge_mode_needs_its_bridge() {
 }
 
 #[test]
-fn missing_interfaces_are_found_when_checking_the_system() {
-    let err = parse(
+fn a_missing_interface_is_no_configuration_error() {
+    // Ports enumerate late; the daemon waits for them (daemon/interfaces.rs).
+    let c = parse(
         &MINIMAL.replace("eth1", "bgwnosuch0"),
         &examples().join("x.toml"),
-        true,
     )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        err.contains("no interface \"bgwnosuch0\" on this system"),
-        "{err}"
-    );
+    .expect("valid");
+    assert_eq!(c.interfaces[0].name, "bgwnosuch0");
 }
 
 #[test]

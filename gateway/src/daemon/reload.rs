@@ -5,9 +5,16 @@
 //! running policy stays in force. A valid policy is written into the spare
 //! generation of the maps and switched in with one write (dataplane/maps.rs),
 //! then the nftables table is replaced in one transaction.
+//!
+//! Both layers always run the same policy, or the audit trail says which
+//! runs where: when nftables refuses the new ruleset after the XDP switch,
+//! XDP is switched back to the previous policy. Should that fail too, XDP
+//! keeps the new policy and nftables is brought forward to it, retried
+//! until it takes ([`Running::catch_up`]).
 
 use std::{
     path::Path,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -17,7 +24,7 @@ use super::settings::{FirewallSettings, Settings};
 use crate::{
     audit::AuditEvent,
     config::{self, Config},
-    dataplane::{Dataplane, DataplaneError},
+    dataplane::{Dataplane, DataplaneError, split_conduit_id},
 };
 
 /// Why a policy cannot be put in force.
@@ -31,14 +38,57 @@ pub enum ReloadError {
     Nft(#[from] crate::firewall::NftError),
     #[error("the data plane refused the policy: {0}")]
     Dataplane(#[from] DataplaneError),
+    #[error("nftables refused the ruleset ({nft}); XDP was switched back to the previous policy")]
+    RolledBack { nft: crate::firewall::NftError },
+    #[error(
+        "nftables refused the ruleset ({nft}) and XDP could not be switched back ({xdp}); \
+         XDP runs the new policy, nftables the previous one until a retry succeeds"
+    )]
+    Split {
+        nft: crate::firewall::NftError,
+        xdp: Box<DataplaneError>,
+    },
+}
+
+/// The policy names of the conduits of both generations.
+#[derive(Clone, Default)]
+pub struct ConduitNames(Arc<Mutex<[Vec<String>; 2]>>);
+
+impl ConduitNames {
+    fn set(&self, generation: u8, names: Vec<String>) {
+        if let Some(slot) = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(generation as usize)
+        {
+            *slot = names;
+        }
+    }
+
+    /// The policy name of a kernel conduit id, in whichever generation
+    /// judged it.
+    pub fn of(&self, kernel_id: u16) -> Option<String> {
+        let (generation, id) = split_conduit_id(kernel_id);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(generation as usize)
+            .and_then(|names| names.get(id as usize))
+            .cloned()
+    }
 }
 
 pub struct Running {
     pub compiled: Compiled,
+    /// The policy XDP enforces.
     pub sha256: String,
+    /// The policy of the nftables ruleset in force (None: no nftables).
+    pub nft_sha256: Option<String>,
     pub generation: u8,
-    /// Conduit names of each generation, for events judged by either.
-    pub names: [Vec<String>; 2],
+    /// Conduit names of each generation, for events judged by either;
+    /// shared with the event loop, which names events while a reload runs.
+    pub names: ConduitNames,
     /// The configuration in force (None with `--policy` flags).
     config: Option<Config>,
 }
@@ -62,8 +112,9 @@ impl Running {
         Ok(Self {
             compiled: policy.compile(),
             sha256,
+            nft_sha256: None,
             generation: 0,
-            names: [Vec::new(), Vec::new()],
+            names: ConduitNames::default(),
             config: settings.config.clone(),
         })
     }
@@ -73,12 +124,14 @@ impl Running {
     pub fn switch_in(&mut self, dp: &mut Dataplane) -> Result<Duration, DataplaneError> {
         let sw = dp.install(&self.compiled)?;
         self.generation = sw.to;
-        self.names[sw.to as usize] = self
-            .compiled
-            .conduits_meta
-            .iter()
-            .map(|c| c.name.clone())
-            .collect();
+        self.names.set(
+            sw.to,
+            self.compiled
+                .conduits_meta
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+        );
         Ok(sw.to_enforced)
     }
 
@@ -92,6 +145,7 @@ impl Running {
             Err(e) => AuditEvent::ReloadFailed {
                 policy: policy_path,
                 running_sha256: self.sha256.clone(),
+                nftables_sha256: self.nft_sha256.clone(),
                 error: e.to_string(),
             },
         };
@@ -109,7 +163,7 @@ impl Running {
         // The configuration first: it names the policy and the firewall.
         let (config, firewall) = match &settings.config_path {
             Some(path) => {
-                let c = config::load(path, true)?;
+                let c = config::load(path)?;
                 // Table, family and ports stay as started (restart-only);
                 // management networks follow the new configuration.
                 let fw = settings.firewall.as_ref().map(|f| FirewallSettings {
@@ -166,9 +220,24 @@ impl Running {
         // so either order fails closed, and this one keeps the ruleset
         // (100 ms of nft for a large policy) off the reload's critical path.
         // nft applies a batch atomically: if it rejects the new ruleset the
-        // previous table stays whole and the reload is reported failed.
+        // previous table stays whole, and XDP goes back to match it.
         if let Some(fw) = &firewall {
-            fw.apply(&self.compiled)?;
+            if let Err(nft) = fw.apply(&self.compiled) {
+                let new_compiled = std::mem::replace(&mut self.compiled, previous);
+                let new_sha256 = std::mem::replace(&mut self.sha256, old_sha256);
+                return match self.switch_in(dp) {
+                    Ok(_) => Err(ReloadError::RolledBack { nft }),
+                    Err(xdp) => {
+                        self.compiled = new_compiled;
+                        self.sha256 = new_sha256;
+                        Err(ReloadError::Split {
+                            nft,
+                            xdp: Box::new(xdp),
+                        })
+                    }
+                };
+            }
+            self.nft_sha256 = Some(self.sha256.clone());
         }
         phases.mark("nft_apply");
         self.config = config;
@@ -180,6 +249,29 @@ impl Running {
             took_ms,
             phases: phases.text,
         })
+    }
+}
+
+impl Running {
+    /// After a split reload: applies the ruleset of the policy XDP runs,
+    /// so that both layers agree again. None when nothing was pending.
+    pub fn catch_up(&mut self, settings: &Settings) -> Option<AuditEvent> {
+        let fw = settings.firewall.as_ref()?;
+        if self.nft_sha256.as_ref() == Some(&self.sha256) {
+            return None;
+        }
+        match fw.apply(&self.compiled) {
+            Ok(()) => {
+                self.nft_sha256 = Some(self.sha256.clone());
+                Some(AuditEvent::LayersAgree {
+                    policy_sha256: self.sha256.clone(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "nftables still behind the XDP policy; retrying");
+                None
+            }
+        }
     }
 }
 

@@ -4,14 +4,28 @@
 use std::path::PathBuf;
 
 use bessai_policy::Compiled;
+use nftables::schema::Nftables;
 
 use crate::{
-    cli::{RunArgs, XdpModeArg},
-    config::{self, Config, Deployment, Management, OnShutdown, XdpMode},
+    config::{self, Config, Deployment, Management, XdpMode},
     dataplane::PinPaths,
     exit,
     firewall::{self as nft, Nft, NftError},
 };
+
+/// What `run` was asked to run from.
+pub enum RunFrom {
+    /// The appliance: a configuration file.
+    Config(PathBuf),
+    /// Development and tests: a policy and ports on the command line.
+    Flags {
+        policy: Option<PathBuf>,
+        ifaces: Vec<String>,
+        pin_path: Option<PathBuf>,
+        xdp_mode: XdpMode,
+        stats_interval: u64,
+    },
+}
 
 pub struct Settings {
     pub config_path: Option<PathBuf>,
@@ -22,7 +36,6 @@ pub struct Settings {
     pub xdp_mode: XdpMode,
     pub pins: Option<PinPaths>,
     pub firewall: Option<FirewallSettings>,
-    pub on_shutdown: OnShutdown,
     pub stats_interval: u64,
 }
 
@@ -55,25 +68,26 @@ impl FirewallSettings {
         })
     }
 
-    pub fn ruleset(&self, compiled: &Compiled) -> nftables::schema::Nftables<'static> {
-        nft::build(&nft::RulesetSpec {
-            table: self.table.clone(),
-            deployment: match self.deployment {
-                Deployment::Routed => nft::Deployment::Routed,
-                Deployment::Bridge => nft::Deployment::Bridge,
-            },
-            zones: self.zones.clone(),
-            conduits: &compiled.conduits_meta,
-            management: self.management.as_ref().map(|m| nft::Management {
-                networks: m.networks.clone(),
-                tcp_ports: m.tcp_ports.clone(),
-            }),
-        })
+    /// The base ruleset with one accept per conduit of `compiled`.
+    pub fn ruleset(&self, compiled: &Compiled) -> Nftables<'static> {
+        self.ruleset_for(&compiled.conduits_meta)
     }
 
-    /// Validates the ruleset against the kernel without changing anything.
-    pub fn check(&self, compiled: &Compiled) -> Result<(), NftError> {
-        Nft::default().check(&self.ruleset(compiled))
+    /// The base ruleset without a single conduit: nothing crosses the
+    /// boundary, the box answers management only. In force from boot until
+    /// XDP is attached on every port, and whenever that fails.
+    pub fn closed_ruleset(&self) -> Nftables<'static> {
+        self.ruleset_for(&[])
+    }
+
+    fn ruleset_for(&self, conduits: &[bessai_policy::ConduitMeta]) -> Nftables<'static> {
+        nft::build(&nft::RulesetSpec {
+            table: self.table.clone(),
+            deployment: self.deployment,
+            zones: self.zones.clone(),
+            conduits,
+            management: self.management.clone(),
+        })
     }
 
     /// Replaces our table with the ruleset for `compiled`, in one transaction.
@@ -81,58 +95,70 @@ impl FirewallSettings {
         Nft::default().apply(&self.ruleset(compiled))
     }
 
+    /// Deletes our tables: nothing of ours filters any more.
     pub fn remove(&self) -> Result<(), NftError> {
-        Nft::default().remove(
-            &self.table,
-            match self.deployment {
-                Deployment::Routed => nft::Deployment::Routed,
-                Deployment::Bridge => nft::Deployment::Bridge,
-            },
-        )
+        Nft::default().remove(&self.table)
+    }
+
+    /// Replaces our table with the closed ruleset.
+    pub fn close(&self) -> Result<(), NftError> {
+        Nft::default().apply(&self.closed_ruleset())
+    }
+
+    /// Policy zones that conduits use but no `[[interface]]` carries: their
+    /// conduits get no nftables accept (see firewall.rs).
+    pub fn zones_without_ports<'a>(&self, compiled: &'a Compiled) -> Vec<(&'a str, &'a str)> {
+        compiled
+            .conduits_meta
+            .iter()
+            .flat_map(|c| {
+                [
+                    (c.name.as_str(), c.from.as_str()),
+                    (c.name.as_str(), c.to.as_str()),
+                ]
+            })
+            .filter(|(_, zone)| !self.zones.iter().any(|z| z.zone == *zone))
+            .collect()
     }
 }
 
 impl Settings {
     /// Reads the configuration (exit 78 on error) or the flags (exit 64).
-    pub fn from_args(args: &RunArgs) -> Result<Self, u8> {
-        if let Some(path) = &args.config {
-            let c = match config::load(path, true) {
-                Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return Err(exit::CONFIG);
-                }
-            };
-            return Ok(Self::from_config(c));
-        }
-        let Some(policy) = &args.policy else {
+    pub fn from_args(from: RunFrom) -> Result<Self, u8> {
+        let (policy, ifaces, pin_path, xdp_mode, stats_interval) = match from {
+            RunFrom::Config(path) => {
+                return config::load(&path)
+                    .map(Self::from_config)
+                    .map_err(|errors| {
+                        eprintln!("{errors}");
+                        exit::CONFIG
+                    });
+            }
+            RunFrom::Flags {
+                policy,
+                ifaces,
+                pin_path,
+                xdp_mode,
+                stats_interval,
+            } => (policy, ifaces, pin_path, xdp_mode, stats_interval),
+        };
+        let Some(policy) = policy else {
             eprintln!("run: give --config FILE, or --policy FILE with --iface");
             return Err(exit::USAGE);
         };
-        if args.ifaces.is_empty() {
+        if ifaces.is_empty() {
             eprintln!("run: --policy needs at least one --iface");
             return Err(exit::USAGE);
         }
-        let pins = args.pin_path.clone().map(PinPaths::new);
         Ok(Self {
             config_path: None,
             config: None,
-            policy_path: policy.clone(),
-            ifaces: args.ifaces.clone(),
-            xdp_mode: match args.xdp_mode {
-                XdpModeArg::Auto => XdpMode::Auto,
-                XdpModeArg::Native => XdpMode::Native,
-                XdpModeArg::Generic => XdpMode::Generic,
-            },
-            // Without pins the links belong to the process: stopping opens.
-            on_shutdown: if pins.is_some() {
-                OnShutdown::Keep
-            } else {
-                OnShutdown::Open
-            },
-            pins,
+            policy_path: policy,
+            ifaces,
+            xdp_mode,
+            pins: pin_path.map(PinPaths::new),
             firewall: None,
-            stats_interval: args.stats_interval,
+            stats_interval,
         })
     }
 
@@ -144,7 +170,6 @@ impl Settings {
             xdp_mode: c.xdp_mode,
             pins: Some(PinPaths::new(c.pin_path.clone())),
             firewall: FirewallSettings::from_config(&c),
-            on_shutdown: c.on_shutdown,
             stats_interval: c.stats_interval,
             config: Some(c),
         }

@@ -15,6 +15,11 @@ pub fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// A status line for `systemctl status` while not (or not yet) ready.
+pub fn status(text: &str) {
+    notify(&[NotifyState::Status(text)]);
+}
+
 pub fn reloading() {
     notify(&[NotifyState::Reloading, monotonic_now()]);
 }

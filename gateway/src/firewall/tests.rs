@@ -33,6 +33,7 @@ fn spec(conduits: &[ConduitMeta], deployment: Deployment) -> RulesetSpec<'_> {
         management: Some(Management {
             networks: vec!["192.168.100.0/24".parse().unwrap()],
             tcp_ports: vec![22],
+            listen: None,
         }),
     }
 }
@@ -134,19 +135,19 @@ fn a_monitor_mode_conduit_keeps_its_l3_l4_accept() {
 #[test]
 fn an_ipv6_asset_is_matched_with_ip6_and_only_its_ipv6_clients() {
     // Mixed sources: the IPv4 client can never reach an IPv6 address, so
-    // the rule names only the IPv6 networks. The asset's zone has no ports
-    // listed, so the rule does not restrict the output port.
+    // the rule names only the IPv6 networks.
     let conduits = [conduit(
         "v6",
         &["10.10.1.10", "fd00:1::/64", "fd00:2::5"],
         "fd00:9::11",
-        "unlisted-zone",
+        "inverters",
     )];
     let r = build(&spec(&conduits, Deployment::Routed));
     assert_eq!(
         rule_expr(&r, "inet", "conduit v6"),
         json!([
             on_port("iifname", "eth1"),
+            on_port("oifname", "eth2"),
             is("ip6", "saddr", json!({"set": [{"prefix": {"addr": "fd00:1::", "len": 64}}, "fd00:2::5"]})),
             is("ip6", "daddr", json!("fd00:9::11")),
             is("tcp", "dport", json!(502)),
@@ -226,13 +227,73 @@ fn bridge_ruleset_filters_frames_in_the_bridge_family() {
             .iter()
             .any(|(f, c, m)| f == "bridge" && c == "forward" && m == "conduit ems-to-pcs-1")
     );
-    assert!(rules.iter().any(|(f, _, m)| f == "bridge" && m == "arp"));
+    assert!(!rules.iter().any(|(f, _, m)| f == "bridge" && m == "arp"));
+    assert!(rules.iter().any(|(f, c, m)| f == "bridge"
+        && c == "forward"
+        && m == "conduit ems-to-pcs-1 address resolution"));
     assert!(
         rules
             .iter()
             .any(|(f, c, m)| f == "inet" && c == "input" && m == "management")
     );
     assert!(!rules.iter().any(|(f, c, _)| f == "inet" && c == "forward"));
+}
+
+#[test]
+fn bridge_arp_crosses_only_between_a_conduits_sources_and_its_asset() {
+    let conduits = example();
+    let r = build(&spec(&conduits, Deployment::Bridge));
+    let v = serde_json::to_value(&r).unwrap();
+    let arp: Vec<&Value> = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["add"]["rule"].as_object())
+        .filter(|r| r.get("comment") == Some(&json!("conduit eng-to-pcs-2 address resolution")))
+        .map(|r| &r["expr"])
+        .collect();
+    assert_eq!(
+        arp,
+        [
+            &json!([
+                on_port("iifname", "eth1"),
+                on_port("oifname", "eth2"),
+                is("ether", "type", json!("arp")),
+                is("arp", "saddr ip", json!("10.10.1.20")),
+                is("arp", "daddr ip", json!("10.10.2.12")),
+                {"counter": null},
+                {"accept": null}
+            ]),
+            &json!([
+                on_port("iifname", "eth2"),
+                on_port("oifname", "eth1"),
+                is("ether", "type", json!("arp")),
+                is("arp", "saddr ip", json!("10.10.2.12")),
+                is("arp", "daddr ip", json!("10.10.1.20")),
+                {"counter": null},
+                {"accept": null}
+            ]),
+        ]
+    );
+    // Router advertisements are no neighbour resolution: nothing lets them
+    // across.
+    let text = to_json(&r);
+    let forward_part = &text[..text.find("\"input\"").unwrap_or(text.len())];
+    assert!(!forward_part.contains("nd-router-advert"), "{forward_part}");
+}
+
+#[test]
+fn a_conduit_whose_zone_has_no_port_gets_no_accept() {
+    let conduits = example();
+    let mut sp = spec(&conduits, Deployment::Routed);
+    sp.zones.retain(|z| z.zone != "inverters");
+    let r = build(&sp);
+    let forward: Vec<String> = rules(&r)
+        .into_iter()
+        .filter(|(_, c, _)| c == "forward")
+        .map(|(_, _, m)| m)
+        .collect();
+    assert_eq!(forward, ["", "invalid", "default deny"]);
 }
 
 /// A network namespace of its own, removed on drop.
@@ -368,9 +429,9 @@ fn applying_replaces_the_table_atomically_and_remove_is_idempotent() {
     let after = ns.list("inet");
     assert_eq!(after, listed, "a rejected ruleset changed the table");
 
-    ns.nft().remove("bessai", Deployment::Routed).unwrap();
+    ns.nft().remove("bessai").unwrap();
     assert!(ns.list("inet").is_empty());
-    ns.nft().remove("bessai", Deployment::Routed).unwrap();
+    ns.nft().remove("bessai").unwrap();
 }
 
 #[test]
@@ -384,7 +445,7 @@ fn a_bridge_deployment_installs_and_removes_both_tables() {
     assert_eq!(ns.counted("inet", "management"), Some(0));
     assert!(!ns.list("inet").contains("conduit"));
 
-    ns.nft().remove("bessai", Deployment::Bridge).unwrap();
+    ns.nft().remove("bessai").unwrap();
     assert!(ns.list("bridge").is_empty());
     assert!(ns.list("inet").is_empty());
 }

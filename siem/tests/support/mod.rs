@@ -674,6 +674,10 @@ impl Rsyslog {
             let probe = || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
             let listening = match (&self.listener, &self.netns) {
                 (Listener::Udp, None) => udp_port_bound(self.port),
+                (Listener::Udp, Some(ns)) => {
+                    let port = self.port;
+                    in_netns(ns, move || udp_port_bound(port))
+                }
                 (_, None) => probe(),
                 (_, Some(ns)) => in_netns(ns, probe),
             };
@@ -722,7 +726,9 @@ pub fn free_port(scheme: Scheme) -> u16 {
 
 fn udp_port_bound(port: u16) -> bool {
     let wanted = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/udp").is_ok_and(|table| {
+    // thread-self: in a thread moved into another network namespace, the
+    // table of that namespace.
+    std::fs::read_to_string("/proc/thread-self/net/udp").is_ok_and(|table| {
         table
             .lines()
             .skip(1)
