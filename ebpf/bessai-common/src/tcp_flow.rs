@@ -195,6 +195,14 @@ fn client_syn<F: Flows + ?Sized>(
         }
         flows.remove_flow(key);
     }
+    if flows
+        .half_open(key)
+        .is_some_and(|h| h.client_isn == seq && h.state == HALF_OPEN_SYN_ACK)
+    {
+        // A retransmitted SYN (its SYN-ACK was lost behind us): the server's
+        // ISN stays known, and the server answers with the same SYN-ACK.
+        return Decision::pass(Reason::TcpControl);
+    }
     flows.set_half_open(
         key,
         &HalfOpen {
@@ -384,8 +392,13 @@ pub(crate) fn commit<F: Flows + ?Sized>(
         // Evicted while its ADUs were judged: nothing passes untracked.
         return Decision::silent(Reason::UnknownFlow);
     };
+    // Another CPU may have moved this connection on while the ADUs were
+    // judged: record only onto the state they were judged against.
     if flow.judged_end != p.start {
         return Decision::silent(Reason::OutOfOrder);
+    }
+    if flow.count as usize >= STREAM_RECORDS {
+        return Decision::silent(Reason::WindowFull);
     }
     let mut d = Decision::pass(Reason::Allowed);
     d.has_adu = run.has_adu;
