@@ -26,7 +26,7 @@ pub fn judge(tables: &mut HostTables, frame: &[u8]) {
         assert!(d.monitor || d.reason == bessai_common::Reason::ResetRepeat, "{d:?}");
     }
     match d.action {
-        Action::ResetServer => assert!(rst::rst_to_server(&mut buf, &lay) <= rst::RST_MAX),
+        Action::ResetServer => assert!(rst::rst_to_server(&mut buf, &lay, d.rst_seq) <= rst::RST_MAX),
         Action::ResetClient => assert!(rst::rst_to_client(&mut buf, &lay) <= rst::RST_MAX),
         Action::Pass | Action::Drop => {}
     }
