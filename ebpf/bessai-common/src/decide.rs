@@ -387,6 +387,7 @@ fn decide_with<P: Policy + ?Sized, F: Flows + ?Sized, O: AduObserver>(
     }
     let (src_port, dst_port) = (lay.src_port, lay.dst_port);
     if tables.is_protected_port(dst_port) {
+        fill_addrs(f, lay);
         lay.key.client_port = src_port;
         lay.key.server_port = dst_port;
         let mut out = tcp_flow::ClientOut {
@@ -404,6 +405,7 @@ fn decide_with<P: Policy + ?Sized, F: Flows + ?Sized, O: AduObserver>(
     }
     if tables.is_protected_port(src_port) {
         // From a conduit port: an answer, valid only on a tracked connection.
+        fill_addrs(f, lay);
         let k = &mut lay.key;
         core::mem::swap(&mut k.client, &mut k.server);
         k.client_port = dst_port;
@@ -520,6 +522,21 @@ fn parse_headers_into<P: Policy + ?Sized>(
     Ok(())
 }
 
+/// The packet's addresses into `lay.key` (source as `client`), read only
+/// for traffic that needs them: most frames a gateway sees are not ours.
+#[inline(always)]
+fn fill_addrs(f: &Frame, lay: &mut Layout) {
+    let (src, dst) = if lay.ipv6 {
+        (lay.l3 + 8, lay.l3 + 24)
+    } else {
+        (lay.l3 + 12, lay.l3 + 16)
+    };
+    // The IP header was checked to be complete: these reads succeed.
+    let ipv6 = lay.ipv6;
+    f.addr_into(src, ipv6, &mut lay.key.client);
+    f.addr_into(dst, ipv6, &mut lay.key.server);
+}
+
 enum IpOutcome {
     /// TCP header at `lay.l4`; IP payload ends at `ip_end`. `lay.key` holds
     /// the packet's source as `client`, destination as `server`, ports unset.
@@ -537,11 +554,6 @@ fn parse_ipv4<P: Policy + ?Sized>(f: &Frame, tables: &P, lay: &mut Layout) -> Ip
     else {
         return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
     };
-    if !f.addr_into(l3 + 12, false, &mut lay.key.client)
-        || !f.addr_into(l3 + 16, false, &mut lay.key.server)
-    {
-        return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
-    }
     // Masked: the verifier needs a bounded header length.
     let ihl = (vihl & 0x0f) as usize * 4;
     let total = total as usize;
@@ -552,6 +564,7 @@ fn parse_ipv4<P: Policy + ?Sized>(f: &Frame, tables: &P, lay: &mut Layout) -> Ip
     lay.rst_ok = ihl == 20;
     let is_fragment = frag & 0x3fff != 0;
     if is_fragment {
+        fill_addrs(f, lay);
         let first = frag & 0x1fff == 0;
         let to_port = proto == IPPROTO_TCP
             && first
@@ -574,16 +587,14 @@ fn parse_ipv6<P: Policy + ?Sized>(f: &Frame, tables: &P, lay: &mut Layout) -> Ip
     let (Some(v), Some(plen), Some(mut next)) = (f.u8(l3), f.be16(l3 + 4), f.u8(l3 + 6)) else {
         return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
     };
-    if !f.addr_into(l3 + 8, true, &mut lay.key.client)
-        || !f.addr_into(l3 + 24, true, &mut lay.key.server)
-    {
-        return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
-    }
     let ip_end = l3 + 40 + plen as usize;
     if v >> 4 != 6 || ip_end > f.wire_len() {
         return IpOutcome::Verdict(Decision::drop(Reason::Malformed));
     }
     lay.ipv6 = true;
+    // Read at once (the extension-header checks below need the destination);
+    // IPv4 reads them only for traffic of ours.
+    fill_addrs(f, lay);
     let mut l4 = l3 + 40;
     lay.rst_ok = next == IPPROTO_TCP;
     let mut i = 0;
