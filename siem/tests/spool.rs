@@ -220,11 +220,13 @@ fn a_damaged_record_is_never_returned() {
 
     let mut spool = open(&config);
 
-    // Frames after a damaged one cannot be delimited with confidence: the
-    // segment is cut there, and the loss is reported.
-    assert!(spool.stats().discarded_at_open_bytes > 0);
+    // Only the damaged record is lost, and the loss is reported.
+    assert_eq!(spool.stats().skipped_at_open_records, 1);
     let delivered = drain(&mut spool, 100);
-    assert_eq!(ids(&delivered), (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&delivered),
+        (1..=20).filter(|&id| id != 11).collect::<Vec<_>>()
+    );
     assert!(delivered.iter().all(|r| r.bytes == payload(r.id)));
 }
 
@@ -609,4 +611,100 @@ fn a_spool_can_move_to_the_forwarder_thread() {
     let delivered = forwarder.join().expect("forwarder thread");
 
     assert_eq!(ids(&delivered), [1]);
+}
+
+/// Offset and length of the frame of each record pushed with
+/// [`push_range`] into one fresh segment, in push order.
+fn frame_spans(ids: std::ops::RangeInclusive<u64>) -> Vec<(u64, u64)> {
+    let mut at = 0;
+    ids.map(|id| {
+        let len = FRAME_HEADER + payload(id).len() as u64;
+        let span = (at, len);
+        at += len;
+        span
+    })
+    .collect()
+}
+
+#[test]
+fn a_damaged_frame_inside_a_segment_is_skipped_and_counted_and_the_rest_delivered() {
+    // Damage in the payload leaves the length intact; damage in the length
+    // field leaves no way to find the next frame but searching for it.
+    for (what, byte_in_frame) in [("payload", FRAME_HEADER + 3), ("length field", 1)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = SpoolConfig {
+            memory_records: 0,
+            ..config(dir.path())
+        };
+        let mut spool = open(&config);
+        push_range(&mut spool, 1..=9, 4);
+        let segments = segment_files(dir.path());
+        assert_eq!(segments.len(), 1, "one segment holds all nine");
+        let (at, len) = frame_spans(1..=9)[4];
+        let mut bytes = fs::read(&segments[0]).expect("read segment");
+        bytes[(at + byte_in_frame) as usize] ^= 0x40;
+        fs::write(&segments[0], &bytes).expect("write segment");
+
+        let before = spool.peek(100).expect("the records in front of the damage");
+        spool
+            .commit_through(before.last().expect("records").seq)
+            .expect("commit");
+        let at_damage = spool.peek(100);
+        drop(spool);
+        let mut reopened = open(&config);
+        let stats = reopened.stats();
+        let after = drain(&mut reopened, 3);
+
+        assert_eq!(ids(&before), [1, 2, 3, 4], "{what}");
+        assert!(
+            matches!(at_damage, Err(SpoolError::Corrupt { .. })),
+            "{what}: {at_damage:?}"
+        );
+        assert_eq!(ids(&after), [6, 7, 8, 9], "{what}");
+        assert_eq!(stats.skipped_at_open_frames, 1, "{what}");
+        assert_eq!(stats.skipped_at_open_records, 1, "{what}");
+        assert_eq!(stats.discarded_at_open_bytes, len, "{what}");
+        // The repair is on disk: a second opening finds nothing to skip.
+        drop(reopened);
+        let again = open(&config).stats();
+        assert_eq!(
+            (again.skipped_at_open_frames, again.discarded_at_open_bytes),
+            (0, 0),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn damage_among_delivered_records_costs_nothing_and_a_torn_tail_is_still_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = SpoolConfig {
+        memory_records: 0,
+        ..config(dir.path())
+    };
+    let mut spool = open(&config);
+    push_range(&mut spool, 1..=9, 1000);
+    let delivered = spool.peek(3).expect("peek");
+    spool.commit_through(delivered[2].seq).expect("commit");
+    drop(spool);
+    let segment = segment_files(dir.path()).pop().expect("a segment");
+    let spans = frame_spans(1..=9);
+    let mut bytes = fs::read(&segment).expect("read segment");
+    // Record 2 (delivered) damaged, record 9 torn half-way.
+    bytes[(spans[1].0 + FRAME_HEADER) as usize] ^= 0x01;
+    bytes.truncate((spans[8].0 + spans[8].1 / 2) as usize);
+    fs::write(&segment, &bytes).expect("write segment");
+
+    let mut reopened = open(&config);
+    let stats = reopened.stats();
+
+    assert_eq!(ids(&drain(&mut reopened, 100)), [4, 5, 6, 7, 8]);
+    assert_eq!(stats.skipped_at_open_frames, 0);
+    assert_eq!(stats.skipped_at_open_records, 0);
+    // Record 3, delivered already, goes with the damage in front of it:
+    // reading resumes at the first record not yet delivered.
+    assert_eq!(
+        stats.discarded_at_open_bytes,
+        spans[1].1 + spans[2].1 + spans[8].1 / 2
+    );
 }

@@ -4,8 +4,8 @@
 //! * a spool that cannot be opened (a read-only or full disk, a directory
 //!   that is not there yet) is opened again with back-off;
 //! * a forwarder that ends (a spool error such as an fsync EIO, a damaged
-//!   segment) is restarted on a spool opened afresh, which cuts the damage
-//!   away and counts the bytes;
+//!   segment) is restarted on a spool opened afresh, which skips damaged
+//!   frames, delivers the records after them, and counts what it removed;
 //! * every record that could not be spooled is counted; the fault and the
 //!   recovery (with the count) are audit records.
 
@@ -33,9 +33,26 @@ pub enum Health {
     /// The destination stopped taking records (the first failure of an
     /// episode).
     Fault(String),
-    /// It takes records again; `lost` could not be spooled meanwhile, and
-    /// reopening the spool cut `discarded_bytes` of damaged segments.
-    Recovered { lost: u64, discarded_bytes: u64 },
+    /// It takes records again (or its spool was opened and found damaged);
+    /// `lost` could not be spooled meanwhile.
+    Recovered { lost: u64, damage: Damage },
+}
+
+/// What opening a spool removed as damaged.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    /// Bytes removed (skipped frames and torn ends).
+    pub discarded_bytes: u64,
+    /// Damaged frames skipped with records after them still delivered.
+    pub skipped_frames: u64,
+    /// Records lost in them, at most.
+    pub skipped_records: u64,
+}
+
+impl Damage {
+    fn any(&self) -> bool {
+        *self != Damage::default()
+    }
 }
 
 struct Live {
@@ -62,8 +79,8 @@ pub struct Sink {
     lost: u64,
     /// Disk-limit drops already reported.
     pub drops_reported: u64,
-    /// Bytes the last opening of the spool cut from damaged segments.
-    discarded_bytes: u64,
+    /// What the last opening of the spool removed as damaged.
+    damage: Damage,
 }
 
 impl Sink {
@@ -80,14 +97,19 @@ impl Sink {
             fault: None,
             lost: 0,
             drops_reported: 0,
-            discarded_bytes: 0,
+            damage: Damage::default(),
         }
     }
 
     /// Opens the spool and starts the forwarder.
     fn open(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), SpoolError> {
         let spool = Spool::open(self.config.clone())?;
-        self.discarded_bytes = spool.stats().discarded_at_open_bytes;
+        let stats = spool.stats();
+        self.damage = Damage {
+            discarded_bytes: stats.discarded_at_open_bytes,
+            skipped_frames: stats.skipped_at_open_frames,
+            skipped_records: stats.skipped_at_open_records,
+        };
         let spool = Arc::new(Mutex::new(spool));
         let wake = Arc::new(Notify::new());
         let forwarder = Forwarder {
@@ -160,12 +182,16 @@ impl Sink {
         Some(Health::Fault(text))
     }
 
+    /// Ends a fault episode; damage the spool was opened with is reported
+    /// even without one (a crash, or damage found at the first start).
     fn healed(&mut self) -> Option<Health> {
-        self.fault.take()?;
+        if self.fault.take().is_none() && !self.damage.any() {
+            return None;
+        }
         self.backoff = BACKOFF_MIN;
         Some(Health::Recovered {
             lost: std::mem::take(&mut self.lost),
-            discarded_bytes: std::mem::take(&mut self.discarded_bytes),
+            damage: std::mem::take(&mut self.damage),
         })
     }
 

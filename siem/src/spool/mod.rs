@@ -63,10 +63,14 @@
 //!   caused. Records `peek` returned may be dropped before their commit;
 //!   they are counted as dropped, and the commit skips them.
 //! * **Crashes**: records on disk are framed `[len u32][crc32 u32][class
-//!   u8][seq u64][id u64][bytes]`; `open` checks every frame and cuts a
-//!   segment at the first invalid one (the torn last record of a crash),
-//!   counting the bytes ([`SpoolStats::discarded_at_open_bytes`]). A damaged
-//!   record is never returned. The commit position lives in a separate small
+//!   u8][seq u64][id u64][bytes]`; `open` checks every frame. A damaged
+//!   frame with valid frames after it is skipped (the segment rewritten
+//!   without it) and the records behind it are delivered; invalid bytes at
+//!   the end of a segment (the torn last record of a crash) are cut. Both
+//!   are counted ([`SpoolStats::discarded_at_open_bytes`],
+//!   [`SpoolStats::skipped_at_open_frames`],
+//!   [`SpoolStats::skipped_at_open_records`]). A damaged record is never
+//!   returned. The commit position lives in a separate small
 //!   file. What the spool handed to the OS survives a crash of the process;
 //!   survival of a power loss depends on [`FsyncPolicy`]. Traffic records
 //!   still in the memory queue are lost with the process (at most
@@ -75,7 +79,8 @@
 //! * **Errors**: a failed `push` did not queue its record (see
 //!   [`Spool::push`] for the one exception). A segment damaged
 //!   while the spool runs (the file changed under it) makes `peek` return
-//!   [`SpoolError::Corrupt`]; reopening the spool cuts the damage away.
+//!   [`SpoolError::Corrupt`]; reopening the spool skips the damage and
+//!   delivers what follows it.
 //! * **One process per directory**: `open` locks it
 //!   ([`SpoolError::Locked`]).
 
@@ -141,8 +146,14 @@ pub struct SpoolStats {
     /// dropped (audit records).
     pub over_limit: bool,
     /// Bytes `open` cut from segments because they were not valid frames
-    /// (a torn write, or damage).
+    /// (a torn write, or damage), skipped frames included.
     pub discarded_at_open_bytes: u64,
+    /// Damaged frames `open` skipped inside segments, with live records
+    /// after them that are still delivered (each may span several records).
+    pub skipped_at_open_frames: u64,
+    /// Sequence numbers missing across those frames: records lost to the
+    /// damage, at most (the disk limit leaves gaps too).
+    pub skipped_at_open_records: u64,
     /// `open` found the commit position unreadable and will deliver
     /// everything on disk again.
     pub head_was_damaged: bool,
@@ -161,6 +172,7 @@ pub struct Spool {
     /// Highest `seq` handed out by `peek`, the limit for `commit_through`.
     peeked_through: u64,
     discarded_at_open_bytes: u64,
+    skipped_at_open: disk::Skipped,
     head_was_damaged: bool,
 }
 
@@ -178,6 +190,7 @@ impl Spool {
             next_seq: recovered.last_seq + 1,
             peeked_through: 0,
             discarded_at_open_bytes: recovered.discarded_bytes,
+            skipped_at_open: recovered.skipped,
             head_was_damaged: recovered.head_was_damaged,
         })
     }
@@ -319,6 +332,8 @@ impl Spool {
             dropped_traffic_bytes: dropped.traffic_payload_bytes,
             over_limit: self.disk.over_limit(),
             discarded_at_open_bytes: self.discarded_at_open_bytes,
+            skipped_at_open_frames: self.skipped_at_open.frames,
+            skipped_at_open_records: self.skipped_at_open.records,
             head_was_damaged: self.head_was_damaged,
         }
     }

@@ -22,6 +22,7 @@ use super::head::HeadFile;
 use super::segment::{self, LiveCounts, Segment, SegmentWriter};
 use super::syncer::Syncer;
 use read::{Cached, Cursor};
+pub(super) use recover::Skipped;
 
 /// Frames are collected and written with one `write` once this many bytes
 /// are waiting (or when the push ends).
