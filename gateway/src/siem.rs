@@ -19,7 +19,7 @@ use bessai_siem::{
 };
 use tokio::sync::watch;
 
-use self::sink::{Damage, Health, Sink};
+use self::sink::{Damage, Drops, Health, Sink};
 
 use crate::{audit::AuditEvent, config::Siem as SiemConfig, dataplane::addr};
 
@@ -302,8 +302,10 @@ impl Pipeline {
     }
 
     /// Periodic work (every second): closes aggregation windows, supervises
-    /// the destinations, and reports traffic events the spool limit dropped
-    /// (at most every [`DROP_REPORT_EVERY`]).
+    /// the destinations, and reports records the spool limit dropped (at
+    /// most every [`DROP_REPORT_EVERY`]). Each report also carries the
+    /// totals since the spool was opened: a report that is itself dropped
+    /// (the spool full of audit records) is made up for by the next one.
     pub fn tick(&mut self) {
         for e in self.aggregator.flush(now_ms()) {
             self.spool(&e);
@@ -318,29 +320,39 @@ impl Pipeline {
         }
         let mut drops = Vec::new();
         for s in &mut self.sinks {
-            let dropped = s.dropped_traffic();
+            let total = s.dropped();
             // A reopened spool counts from zero again.
-            if dropped < s.drops_reported {
-                s.drops_reported = 0;
+            if total.traffic < s.drops_reported.traffic || total.audit < s.drops_reported.audit {
+                s.drops_reported = Drops::default();
             }
-            if dropped > s.drops_reported {
-                drops.push((dropped - s.drops_reported, s.url.clone()));
-                s.drops_reported = dropped;
+            let new = Drops {
+                traffic: total.traffic - s.drops_reported.traffic,
+                audit: total.audit - s.drops_reported.audit,
+            };
+            if new != Drops::default() {
+                drops.push((new, total, s.url.clone()));
+                s.drops_reported = total;
             }
         }
         if drops.is_empty() {
             return;
         }
         self.last_drop_report = Some(now);
-        for (n, url) in drops {
+        for (new, total, url) in drops {
             let e = self
                 .event(
                     EventClass::EventsDropped,
-                    format!("{n} traffic events dropped: the spool for {url} is full"),
+                    format!(
+                        "{} traffic events and {} audit records dropped: the spool for {url} is full",
+                        new.traffic, new.audit
+                    ),
                 )
-                .with_detail("dropped", n.to_string())
-                .with_detail("destination", url);
-            tracing::error!(target: "bessai::audit", audit = "events_dropped", dropped = n, "spool full, oldest traffic events dropped");
+                .with_detail("dropped", new.traffic.to_string())
+                .with_detail("dropped_audit", new.audit.to_string())
+                .with_detail("dropped_total", total.traffic.to_string())
+                .with_detail("dropped_audit_total", total.audit.to_string())
+                .with_detail("destination", url.clone());
+            tracing::error!(target: "bessai::audit", audit = "events_dropped", destination = url, dropped = new.traffic, dropped_audit = new.audit, dropped_total = total.traffic, dropped_audit_total = total.audit, "spool full, records dropped");
             self.spool(&e);
         }
     }

@@ -55,6 +55,14 @@ impl Damage {
     }
 }
 
+/// Records a spool's disk limit dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drops {
+    pub traffic: u64,
+    /// Audit records that found the spool full of older audit records.
+    pub audit: u64,
+}
+
 struct Live {
     spool: Arc<Mutex<Spool>>,
     wake: Arc<Notify>,
@@ -78,7 +86,7 @@ pub struct Sink {
     /// Records that could not be spooled in the current episode.
     lost: u64,
     /// Disk-limit drops already reported.
-    pub drops_reported: u64,
+    pub drops_reported: Drops,
     /// What the last opening of the spool removed as damaged.
     damage: Damage,
 }
@@ -96,7 +104,7 @@ impl Sink {
             backoff: BACKOFF_MIN,
             fault: None,
             lost: 0,
-            drops_reported: 0,
+            drops_reported: Drops::default(),
             damage: Damage::default(),
         }
     }
@@ -240,14 +248,14 @@ impl Sink {
         }
     }
 
-    /// Traffic records the disk limit dropped since the spool was opened.
-    pub fn dropped_traffic(&self) -> u64 {
-        self.live.as_ref().map_or(0, |l| {
-            l.spool
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .stats()
-                .dropped_traffic
+    /// Records the disk limit dropped since the spool was opened.
+    pub fn dropped(&self) -> Drops {
+        self.live.as_ref().map_or(Drops::default(), |l| {
+            let stats = l.spool.lock().unwrap_or_else(|p| p.into_inner()).stats();
+            Drops {
+                traffic: stats.dropped_traffic,
+                audit: stats.dropped_audit,
+            }
         })
     }
 

@@ -55,12 +55,14 @@
 //!   is never rewritten while written (with the disk full of audit records
 //!   that could mean a segment copy per push), so when it is the only one
 //!   holding traffic, an arriving traffic record is dropped instead of the
-//!   older traffic in that segment. Audit records are never dropped: when
-//!   only they remain, the spool exceeds the limit and says so
-//!   ([`SpoolStats::over_limit`]). Drops are counted
-//!   ([`SpoolStats::dropped_traffic`]) so that the caller can emit an audit
-//!   event "N events dropped"; [`PushOutcome`] reports the drops one push
-//!   caused. Records `peek` returned may be dropped before their commit;
+//!   older traffic in that segment. Audit records are never dropped to make
+//!   room; when only they remain and the next record does not fit, that
+//!   record is dropped on arrival, audit or not, so the limit holds
+//!   whatever is pushed (a week-long outage during a flood, with its "N
+//!   events dropped" records, cannot fill the disk). Drops are counted
+//!   ([`SpoolStats::dropped_traffic`], [`SpoolStats::dropped_audit`]) so
+//!   that the caller can emit an audit event "N events dropped";
+//!   [`PushOutcome`] reports the drops one push caused. Records `peek` returned may be dropped before their commit;
 //!   they are counted as dropped, and the commit skips them.
 //! * **Crashes**: records on disk are framed `[len u32][crc32 u32][class
 //!   u8][seq u64][id u64][bytes]`; `open` checks every frame. A damaged
@@ -121,6 +123,9 @@ pub struct PushOutcome {
     pub dropped_traffic: u64,
     /// Their payload bytes.
     pub dropped_traffic_bytes: u64,
+    /// Audit records the disk limit dropped during this push (this one,
+    /// when the disk is full of older audit records).
+    pub dropped_audit: u64,
 }
 
 /// Counters and sizes; cheap to take.
@@ -142,8 +147,11 @@ pub struct SpoolStats {
     pub dropped_traffic: u64,
     /// Their payload bytes.
     pub dropped_traffic_bytes: u64,
-    /// `disk_bytes` exceeds `max_bytes` because what remains cannot be
-    /// dropped (audit records).
+    /// Audit records dropped on arrival since `open` because older audit
+    /// records filled the disk limit.
+    pub dropped_audit: u64,
+    /// `disk_bytes` exceeds `max_bytes` (only after an `open` with a lower
+    /// limit than the files on disk already hold: pushes never exceed it).
     pub over_limit: bool,
     /// Bytes `open` cut from segments because they were not valid frames
     /// (a torn write, or damage), skipped frames included.
@@ -252,6 +260,7 @@ impl Spool {
             dropped_traffic: dropped_after.traffic - dropped_before.traffic,
             dropped_traffic_bytes: dropped_after.traffic_payload_bytes
                 - dropped_before.traffic_payload_bytes,
+            dropped_audit: dropped_after.audit - dropped_before.audit,
         })
     }
 
@@ -330,6 +339,7 @@ impl Spool {
             disk_bytes: self.disk.bytes(),
             dropped_traffic: dropped.traffic,
             dropped_traffic_bytes: dropped.traffic_payload_bytes,
+            dropped_audit: dropped.audit,
             over_limit: self.disk.over_limit(),
             discarded_at_open_bytes: self.discarded_at_open_bytes,
             skipped_at_open_frames: self.skipped_at_open.frames,
