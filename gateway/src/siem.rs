@@ -19,7 +19,7 @@ use bessai_siem::{
 };
 use tokio::sync::watch;
 
-use self::sink::{Health, Sink};
+use self::sink::{Damage, Drops, Health, Sink};
 
 use crate::{audit::AuditEvent, config::Siem as SiemConfig, dataplane::addr};
 
@@ -267,20 +267,24 @@ impl Pipeline {
                     .with_detail("destination", url)
                     .with_detail("error", why)
                 }
-                Health::Recovered {
-                    lost,
-                    discarded_bytes,
-                } => {
-                    tracing::warn!(target: "bessai::audit", audit = "delivery_recovered", destination = url, lost, discarded_bytes, "SIEM destination takes records again");
+                Health::Recovered { lost, damage } => {
+                    let Damage {
+                        discarded_bytes,
+                        skipped_frames,
+                        skipped_records,
+                    } = damage;
+                    tracing::warn!(target: "bessai::audit", audit = "delivery_recovered", destination = url, lost, discarded_bytes, skipped_frames, skipped_records, "SIEM destination takes records again");
                     self.event(
                         EventClass::DeliveryFault,
                         format!(
-                            "SIEM destination {url} recovered; {lost} records could not be spooled, {discarded_bytes} bytes of damaged spool were cut"
+                            "SIEM destination {url} recovered; {lost} records could not be spooled; {skipped_frames} damaged spool frames skipped (at most {skipped_records} records), {discarded_bytes} bytes of damaged spool removed"
                         ),
                     )
                     .with_detail("destination", url)
                     .with_detail("lost", lost.to_string())
                     .with_detail("discarded_bytes", discarded_bytes.to_string())
+                    .with_detail("skipped_frames", skipped_frames.to_string())
+                    .with_detail("skipped_records", skipped_records.to_string())
                 }
             };
             self.spool(&e);
@@ -298,8 +302,10 @@ impl Pipeline {
     }
 
     /// Periodic work (every second): closes aggregation windows, supervises
-    /// the destinations, and reports traffic events the spool limit dropped
-    /// (at most every [`DROP_REPORT_EVERY`]).
+    /// the destinations, and reports records the spool limit dropped (at
+    /// most every [`DROP_REPORT_EVERY`]). Each report also carries the
+    /// totals since the spool was opened: a report that is itself dropped
+    /// (the spool full of audit records) is made up for by the next one.
     pub fn tick(&mut self) {
         for e in self.aggregator.flush(now_ms()) {
             self.spool(&e);
@@ -314,29 +320,39 @@ impl Pipeline {
         }
         let mut drops = Vec::new();
         for s in &mut self.sinks {
-            let dropped = s.dropped_traffic();
+            let total = s.dropped();
             // A reopened spool counts from zero again.
-            if dropped < s.drops_reported {
-                s.drops_reported = 0;
+            if total.traffic < s.drops_reported.traffic || total.audit < s.drops_reported.audit {
+                s.drops_reported = Drops::default();
             }
-            if dropped > s.drops_reported {
-                drops.push((dropped - s.drops_reported, s.url.clone()));
-                s.drops_reported = dropped;
+            let new = Drops {
+                traffic: total.traffic - s.drops_reported.traffic,
+                audit: total.audit - s.drops_reported.audit,
+            };
+            if new != Drops::default() {
+                drops.push((new, total, s.url.clone()));
+                s.drops_reported = total;
             }
         }
         if drops.is_empty() {
             return;
         }
         self.last_drop_report = Some(now);
-        for (n, url) in drops {
+        for (new, total, url) in drops {
             let e = self
                 .event(
                     EventClass::EventsDropped,
-                    format!("{n} traffic events dropped: the spool for {url} is full"),
+                    format!(
+                        "{} traffic events and {} audit records dropped: the spool for {url} is full",
+                        new.traffic, new.audit
+                    ),
                 )
-                .with_detail("dropped", n.to_string())
-                .with_detail("destination", url);
-            tracing::error!(target: "bessai::audit", audit = "events_dropped", dropped = n, "spool full, oldest traffic events dropped");
+                .with_detail("dropped", new.traffic.to_string())
+                .with_detail("dropped_audit", new.audit.to_string())
+                .with_detail("dropped_total", total.traffic.to_string())
+                .with_detail("dropped_audit_total", total.audit.to_string())
+                .with_detail("destination", url.clone());
+            tracing::error!(target: "bessai::audit", audit = "events_dropped", destination = url, dropped = new.traffic, dropped_audit = new.audit, dropped_total = total.traffic, dropped_audit_total = total.audit, "spool full, records dropped");
             self.spool(&e);
         }
     }
@@ -555,5 +571,91 @@ mod tests {
         let ids: Vec<u64> = (0..3).map(|_| p.next_id().0).collect();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:x?}");
+    }
+
+    /// A spool left with a damaged frame in the middle of a segment (as a
+    /// crash or a bad disk block leaves it): at start the frame is skipped,
+    /// the records behind it in the same segment are delivered, and the skip
+    /// is an audit record at the destination. Real spool files, a real UDP
+    /// receiver.
+    #[tokio::test]
+    async fn a_damaged_spool_frame_is_skipped_audited_and_the_rest_delivered() {
+        use bessai_siem::spool::{Class, FsyncPolicy, Spool, SpoolConfig};
+
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let url = format!("udp://{}", receiver.local_addr().unwrap());
+        let dir = std::env::temp_dir().join(format!("bessai-damaged-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let records: Vec<String> = (1..=5)
+            .map(|n| format!("left by the last run {n}"))
+            .collect();
+        let spool_path = super::spool_dir(&dir, 0, &url);
+        {
+            let mut spool = Spool::open(SpoolConfig {
+                memory_records: 0,
+                fsync: FsyncPolicy::Never,
+                ..SpoolConfig::new(&spool_path)
+            })
+            .unwrap();
+            for (id, r) in (1..).zip(&records) {
+                spool.push(Class::Audit, id, r.as_bytes()).unwrap();
+            }
+        }
+        let segment = std::fs::read_dir(&spool_path)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let third = bytes
+            .windows(records[2].len())
+            .position(|w| w == records[2].as_bytes())
+            .unwrap();
+        bytes[third] ^= 0x01;
+        std::fs::write(&segment, &bytes).unwrap();
+
+        let config = crate::config::Siem {
+            site: None,
+            spool_dir: dir.clone(),
+            spool_max_bytes: 1 << 20,
+            aggregation_window_s: 0,
+            destinations: vec![crate::config::SiemDestination {
+                url: url.clone(),
+                format: "cef".into(),
+                ca: None,
+                cert: None,
+                key: None,
+            }],
+        };
+        let pipeline = super::Pipeline::start(&config, "site", "gw", "sha");
+        let mut received = Vec::new();
+        let receiver = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; 65536];
+            while received.len() < 5 {
+                let n = receiver.recv(&mut buf).expect("a datagram within 10 s");
+                received.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            received
+        });
+        let received = receiver.await.unwrap();
+        pipeline.shutdown(std::time::Duration::from_secs(1)).await;
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        for (n, r) in records.iter().enumerate() {
+            let arrived = received.iter().any(|line| line.ends_with(r.as_str()));
+            assert_eq!(arrived, n != 2, "{r}: {received:#?}");
+        }
+        let audit = received
+            .iter()
+            .find(|line| line.contains("damaged spool frames skipped"))
+            .unwrap_or_else(|| panic!("an audit record of the skip: {received:#?}"));
+        assert!(
+            audit.contains("skipped_frames: 1;") && audit.contains("skipped_records: 1"),
+            "{audit}"
+        );
     }
 }

@@ -5,6 +5,8 @@
 
 mod setup;
 
+include!("toolchain.rs");
+
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -88,8 +90,8 @@ fn fuzz() -> Result<()> {
 /// The XDP crate is linted for its real target: on the host it is a stub.
 fn clippy_ebpf() -> Result<()> {
     let mut c = Command::new("cargo");
+    c.arg(format!("+{}", pinned_toolchain()?));
     c.args([
-        "+1.95.0",
         "clippy",
         "-p",
         "bessai-xdp",

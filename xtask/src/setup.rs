@@ -24,7 +24,6 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "rsyslog-openssl",
     "rsyslog-relp",
 ];
-const TOOLCHAIN: &str = "1.95.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const PYMODBUS: &str = "pymodbus==3.8.6";
 /// Fuzzing needs nightly (sanitizers, libFuzzer); pinned for reproducible CI.
@@ -33,6 +32,8 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> Result<()> {
     let run = exec;
+    let toolchain = crate::pinned_toolchain()?;
+    let toolchain = toolchain.as_str();
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .copied()
@@ -56,13 +57,13 @@ pub fn run() -> Result<()> {
         }
     }
     if !succeeds(
-        Command::new("rustup").args(["component", "list", "--installed", "--toolchain", TOOLCHAIN]),
+        Command::new("rustup").args(["component", "list", "--installed", "--toolchain", toolchain]),
         "rust-src",
     ) {
         run(Command::new("rustup").args([
             "toolchain",
             "install",
-            TOOLCHAIN,
+            toolchain,
             "--profile",
             "minimal",
         ]))?;
@@ -73,7 +74,7 @@ pub fn run() -> Result<()> {
             "clippy",
             "rustfmt",
             "--toolchain",
-            TOOLCHAIN,
+            toolchain,
         ]))?;
     }
     if !succeeds(

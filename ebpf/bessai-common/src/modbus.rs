@@ -9,7 +9,7 @@ use crate::{
     types::{Conduit, PART_MAIN, PART_WRITE, RuleKey},
 };
 
-/// MBAP header (7 bytes) plus the function code.
+/// MBAP header (7 bytes: transaction, protocol, length, unit id); the function code follows it.
 pub const MBAP_LEN: usize = 7;
 /// MBAP length counts the unit id and the PDU: 1 + at most 253.
 pub const MBAP_LENGTH_MIN: u16 = 2;

@@ -4,8 +4,8 @@
 //! * a spool that cannot be opened (a read-only or full disk, a directory
 //!   that is not there yet) is opened again with back-off;
 //! * a forwarder that ends (a spool error such as an fsync EIO, a damaged
-//!   segment) is restarted on a spool opened afresh, which cuts the damage
-//!   away and counts the bytes;
+//!   segment) is restarted on a spool opened afresh, which skips damaged
+//!   frames, delivers the records after them, and counts what it removed;
 //! * every record that could not be spooled is counted; the fault and the
 //!   recovery (with the count) are audit records.
 
@@ -33,9 +33,34 @@ pub enum Health {
     /// The destination stopped taking records (the first failure of an
     /// episode).
     Fault(String),
-    /// It takes records again; `lost` could not be spooled meanwhile, and
-    /// reopening the spool cut `discarded_bytes` of damaged segments.
-    Recovered { lost: u64, discarded_bytes: u64 },
+    /// It takes records again (or its spool was opened and found damaged);
+    /// `lost` could not be spooled meanwhile.
+    Recovered { lost: u64, damage: Damage },
+}
+
+/// What opening a spool removed as damaged.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    /// Bytes removed (skipped frames and torn ends).
+    pub discarded_bytes: u64,
+    /// Damaged frames skipped with records after them still delivered.
+    pub skipped_frames: u64,
+    /// Records lost in them, at most.
+    pub skipped_records: u64,
+}
+
+impl Damage {
+    fn any(&self) -> bool {
+        *self != Damage::default()
+    }
+}
+
+/// Records a spool's disk limit dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drops {
+    pub traffic: u64,
+    /// Audit records that found the spool full of older audit records.
+    pub audit: u64,
 }
 
 struct Live {
@@ -61,9 +86,9 @@ pub struct Sink {
     /// Records that could not be spooled in the current episode.
     lost: u64,
     /// Disk-limit drops already reported.
-    pub drops_reported: u64,
-    /// Bytes the last opening of the spool cut from damaged segments.
-    discarded_bytes: u64,
+    pub drops_reported: Drops,
+    /// What the last opening of the spool removed as damaged.
+    damage: Damage,
 }
 
 impl Sink {
@@ -79,15 +104,20 @@ impl Sink {
             backoff: BACKOFF_MIN,
             fault: None,
             lost: 0,
-            drops_reported: 0,
-            discarded_bytes: 0,
+            drops_reported: Drops::default(),
+            damage: Damage::default(),
         }
     }
 
     /// Opens the spool and starts the forwarder.
     fn open(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), SpoolError> {
         let spool = Spool::open(self.config.clone())?;
-        self.discarded_bytes = spool.stats().discarded_at_open_bytes;
+        let stats = spool.stats();
+        self.damage = Damage {
+            discarded_bytes: stats.discarded_at_open_bytes,
+            skipped_frames: stats.skipped_at_open_frames,
+            skipped_records: stats.skipped_at_open_records,
+        };
         let spool = Arc::new(Mutex::new(spool));
         let wake = Arc::new(Notify::new());
         let forwarder = Forwarder {
@@ -160,12 +190,16 @@ impl Sink {
         Some(Health::Fault(text))
     }
 
+    /// Ends a fault episode; damage the spool was opened with is reported
+    /// even without one (a crash, or damage found at the first start).
     fn healed(&mut self) -> Option<Health> {
-        self.fault.take()?;
+        if self.fault.take().is_none() && !self.damage.any() {
+            return None;
+        }
         self.backoff = BACKOFF_MIN;
         Some(Health::Recovered {
             lost: std::mem::take(&mut self.lost),
-            discarded_bytes: std::mem::take(&mut self.discarded_bytes),
+            damage: std::mem::take(&mut self.damage),
         })
     }
 
@@ -214,14 +248,14 @@ impl Sink {
         }
     }
 
-    /// Traffic records the disk limit dropped since the spool was opened.
-    pub fn dropped_traffic(&self) -> u64 {
-        self.live.as_ref().map_or(0, |l| {
-            l.spool
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .stats()
-                .dropped_traffic
+    /// Records the disk limit dropped since the spool was opened.
+    pub fn dropped(&self) -> Drops {
+        self.live.as_ref().map_or(Drops::default(), |l| {
+            let stats = l.spool.lock().unwrap_or_else(|p| p.into_inner()).stats();
+            Drops {
+                traffic: stats.dropped_traffic,
+                audit: stats.dropped_audit,
+            }
         })
     }
 

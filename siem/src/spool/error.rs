@@ -24,8 +24,8 @@ pub enum SpoolError {
     RecordTooLarge { len: usize, max: usize },
     /// A segment changed under the running spool. `peek` first returns the
     /// good records in front of the damage. To go on, drop the [`Spool`]
-    /// and open it again: `open` cuts the segment there and counts what it
-    /// cut.
+    /// and open it again: `open` skips the damaged frame, counts it, and
+    /// delivers the records after it.
     ///
     /// [`Spool`]: super::Spool
     #[error("corrupt record in {} at offset {offset}: {reason}", path.display())]

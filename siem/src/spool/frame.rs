@@ -176,6 +176,20 @@ pub(super) fn read_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> io::R
     }))
 }
 
+/// Length and sequence number of a frame that could start with `header`:
+/// a known class byte and a length within the limit. Only a cheap filter for
+/// the search after damage; the CRC decides.
+pub(super) fn plausible_header(header: &[u8; HEADER_LEN]) -> Option<(usize, u64)> {
+    Class::from_byte(header[8])?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let payload_len = usize::try_from(len)
+        .ok()
+        .filter(|&n| n <= MAX_RECORD_BYTES)?;
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&header[9..17]);
+    Some((payload_len, u64::from_le_bytes(seq)))
+}
+
 /// Fills `buf` as far as the reader allows; returns how many bytes were read
 /// (less than `buf.len()` only at end of file).
 fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

@@ -55,18 +55,24 @@
 //!   is never rewritten while written (with the disk full of audit records
 //!   that could mean a segment copy per push), so when it is the only one
 //!   holding traffic, an arriving traffic record is dropped instead of the
-//!   older traffic in that segment. Audit records are never dropped: when
-//!   only they remain, the spool exceeds the limit and says so
-//!   ([`SpoolStats::over_limit`]). Drops are counted
-//!   ([`SpoolStats::dropped_traffic`]) so that the caller can emit an audit
-//!   event "N events dropped"; [`PushOutcome`] reports the drops one push
-//!   caused. Records `peek` returned may be dropped before their commit;
+//!   older traffic in that segment. Audit records are never dropped to make
+//!   room; when only they remain and the next record does not fit, that
+//!   record is dropped on arrival, audit or not, so the limit holds
+//!   whatever is pushed (a week-long outage during a flood, with its "N
+//!   events dropped" records, cannot fill the disk). Drops are counted
+//!   ([`SpoolStats::dropped_traffic`], [`SpoolStats::dropped_audit`]) so
+//!   that the caller can emit an audit event "N events dropped";
+//!   [`PushOutcome`] reports the drops one push caused. Records `peek` returned may be dropped before their commit;
 //!   they are counted as dropped, and the commit skips them.
 //! * **Crashes**: records on disk are framed `[len u32][crc32 u32][class
-//!   u8][seq u64][id u64][bytes]`; `open` checks every frame and cuts a
-//!   segment at the first invalid one (the torn last record of a crash),
-//!   counting the bytes ([`SpoolStats::discarded_at_open_bytes`]). A damaged
-//!   record is never returned. The commit position lives in a separate small
+//!   u8][seq u64][id u64][bytes]`; `open` checks every frame. A damaged
+//!   frame with valid frames after it is skipped (the segment rewritten
+//!   without it) and the records behind it are delivered; invalid bytes at
+//!   the end of a segment (the torn last record of a crash) are cut. Both
+//!   are counted ([`SpoolStats::discarded_at_open_bytes`],
+//!   [`SpoolStats::skipped_at_open_frames`],
+//!   [`SpoolStats::skipped_at_open_records`]). A damaged record is never
+//!   returned. The commit position lives in a separate small
 //!   file. What the spool handed to the OS survives a crash of the process;
 //!   survival of a power loss depends on [`FsyncPolicy`]. Traffic records
 //!   still in the memory queue are lost with the process (at most
@@ -75,7 +81,8 @@
 //! * **Errors**: a failed `push` did not queue its record (see
 //!   [`Spool::push`] for the one exception). A segment damaged
 //!   while the spool runs (the file changed under it) makes `peek` return
-//!   [`SpoolError::Corrupt`]; reopening the spool cuts the damage away.
+//!   [`SpoolError::Corrupt`]; reopening the spool skips the damage and
+//!   delivers what follows it.
 //! * **One process per directory**: `open` locks it
 //!   ([`SpoolError::Locked`]).
 
@@ -116,6 +123,9 @@ pub struct PushOutcome {
     pub dropped_traffic: u64,
     /// Their payload bytes.
     pub dropped_traffic_bytes: u64,
+    /// Audit records the disk limit dropped during this push (this one,
+    /// when the disk is full of older audit records).
+    pub dropped_audit: u64,
 }
 
 /// Counters and sizes; cheap to take.
@@ -137,12 +147,21 @@ pub struct SpoolStats {
     pub dropped_traffic: u64,
     /// Their payload bytes.
     pub dropped_traffic_bytes: u64,
-    /// `disk_bytes` exceeds `max_bytes` because what remains cannot be
-    /// dropped (audit records).
+    /// Audit records dropped on arrival since `open` because older audit
+    /// records filled the disk limit.
+    pub dropped_audit: u64,
+    /// `disk_bytes` exceeds `max_bytes` (only after an `open` with a lower
+    /// limit than the files on disk already hold: pushes never exceed it).
     pub over_limit: bool,
     /// Bytes `open` cut from segments because they were not valid frames
-    /// (a torn write, or damage).
+    /// (a torn write, or damage), skipped frames included.
     pub discarded_at_open_bytes: u64,
+    /// Damaged frames `open` skipped inside segments, with live records
+    /// after them that are still delivered (each may span several records).
+    pub skipped_at_open_frames: u64,
+    /// Sequence numbers missing across those frames: records lost to the
+    /// damage, at most (the disk limit leaves gaps too).
+    pub skipped_at_open_records: u64,
     /// `open` found the commit position unreadable and will deliver
     /// everything on disk again.
     pub head_was_damaged: bool,
@@ -161,6 +180,7 @@ pub struct Spool {
     /// Highest `seq` handed out by `peek`, the limit for `commit_through`.
     peeked_through: u64,
     discarded_at_open_bytes: u64,
+    skipped_at_open: disk::Skipped,
     head_was_damaged: bool,
 }
 
@@ -178,6 +198,7 @@ impl Spool {
             next_seq: recovered.last_seq + 1,
             peeked_through: 0,
             discarded_at_open_bytes: recovered.discarded_bytes,
+            skipped_at_open: recovered.skipped,
             head_was_damaged: recovered.head_was_damaged,
         })
     }
@@ -239,6 +260,7 @@ impl Spool {
             dropped_traffic: dropped_after.traffic - dropped_before.traffic,
             dropped_traffic_bytes: dropped_after.traffic_payload_bytes
                 - dropped_before.traffic_payload_bytes,
+            dropped_audit: dropped_after.audit - dropped_before.audit,
         })
     }
 
@@ -317,8 +339,11 @@ impl Spool {
             disk_bytes: self.disk.bytes(),
             dropped_traffic: dropped.traffic,
             dropped_traffic_bytes: dropped.traffic_payload_bytes,
+            dropped_audit: dropped.audit,
             over_limit: self.disk.over_limit(),
             discarded_at_open_bytes: self.discarded_at_open_bytes,
+            skipped_at_open_frames: self.skipped_at_open.frames,
+            skipped_at_open_records: self.skipped_at_open.records,
             head_was_damaged: self.head_was_damaged,
         }
     }

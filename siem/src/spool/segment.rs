@@ -3,11 +3,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{IoContext, SpoolError};
-use super::frame::{self, Class, FrameError, FrameHeader, ReadFrame, RecordRef};
+use super::frame::{self, Class, FrameError, FrameHeader, HEADER_LEN, ReadFrame, RecordRef};
 
 const SUFFIX: &str = ".seg";
 const TEMP_SUFFIX: &str = ".tmp";
@@ -187,6 +188,73 @@ impl SegmentReader {
     }
 }
 
+/// Bytes of a segment examined per read while searching past damage.
+const SEARCH_CHUNK: usize = 64 * 1024;
+
+/// The offset of the first valid frame in `[from, limit)` of the segment at
+/// `path` whose sequence number is above `last_seq`, if any: where reading
+/// can go on after a damaged frame.
+///
+/// The format has no sync marker, so every offset is a candidate; a cheap
+/// header filter (class byte, length, room before `limit`, sequence number)
+/// rejects almost all of them, and only the survivors have their CRC
+/// checked. Requiring a sequence number above the last good one keeps a
+/// stale copy of an earlier record from being taken for the next one.
+pub(super) fn find_next_frame(
+    path: &Path,
+    from: u64,
+    limit: u64,
+    last_seq: u64,
+) -> Result<Option<u64>, SpoolError> {
+    let file = File::open(path).at(path)?;
+    let mut window = vec![0u8; SEARCH_CHUNK + HEADER_LEN];
+    let mut frame_bytes = Vec::new();
+    let mut payload = Vec::new();
+    let mut base = from;
+    while base + HEADER_LEN as u64 <= limit {
+        let want = usize::try_from(limit - base).map_or(window.len(), |n| n.min(window.len()));
+        let filled = read_at_up_to(&file, &mut window[..want], base).at(path)?;
+        if filled < HEADER_LEN {
+            return Ok(None);
+        }
+        for i in 0..=filled - HEADER_LEN {
+            let at = base + i as u64;
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&window[i..i + HEADER_LEN]);
+            let Some((payload_len, seq)) = frame::plausible_header(&header) else {
+                continue;
+            };
+            let len = frame::frame_len(payload_len);
+            if seq <= last_seq || at + len > limit {
+                continue;
+            }
+            frame_bytes.resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
+            file.read_exact_at(&mut frame_bytes, at).at(path)?;
+            if let Ok(ReadFrame::Frame(_)) = frame::read_frame(&mut &frame_bytes[..], &mut payload)
+            {
+                return Ok(Some(at));
+            }
+        }
+        // The last HEADER_LEN - 1 offsets of this window start the next.
+        base += (filled - HEADER_LEN + 1) as u64;
+    }
+    Ok(None)
+}
+
+/// Reads from `offset` until `buf` is full or the file ends.
+fn read_at_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// The segment being appended to, with the frames staged for it.
 pub(super) struct SegmentWriter {
     pub(super) index: u64,
@@ -279,6 +347,24 @@ impl SegmentWriter {
 /// Makes the creation, replacement and removal of files in `dir` durable.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// Replaces the segment at `path` with what `write` puts in a temporary
+/// file next to it (made durable by `write` when needed), renamed over it,
+/// so that a crash leaves either the old file or the new one; a temporary
+/// file left by a failure is removed (or by the next `open`).
+pub(super) fn replace<T>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<T, SpoolError>,
+) -> Result<T, SpoolError> {
+    let temp = temp_path(path);
+    let result = write(&temp).and_then(|value| fs::rename(&temp, path).at(path).map(|()| value));
+    if result.is_err()
+        && let Err(error) = remove(&temp)
+    {
+        tracing::error!(%error, "cannot remove a spool rewrite leftover");
+    }
+    result
 }
 
 pub(super) fn remove(path: &Path) -> Result<(), SpoolError> {

@@ -22,6 +22,7 @@ use super::head::HeadFile;
 use super::segment::{self, LiveCounts, Segment, SegmentWriter};
 use super::syncer::Syncer;
 use read::{Cached, Cursor};
+pub(super) use recover::Skipped;
 
 /// Frames are collected and written with one `write` once this many bytes
 /// are waiting (or when the push ends).
@@ -32,6 +33,8 @@ const WRITE_BATCH_BYTES: u64 = 256 * 1024;
 pub(super) struct Dropped {
     pub(super) traffic: u64,
     pub(super) traffic_payload_bytes: u64,
+    /// Audit records that found the disk full of older audit records.
+    pub(super) audit: u64,
 }
 
 pub(super) struct DiskQueue {
@@ -108,17 +111,31 @@ impl DiskQueue {
     }
 
     /// Queues one record behind everything on disk. It reaches the OS by
-    /// the next [`DiskQueue::write_pending`] at the latest. A traffic record
-    /// that finds the disk full of audit records is dropped and counted.
+    /// the next [`DiskQueue::write_pending`] at the latest. A record that
+    /// finds the disk full of audit records is dropped and counted: audit
+    /// records too, so that a flood's bookkeeping cannot grow the spool
+    /// past its limit.
     pub(super) fn stage(&mut self, record: RecordRef<'_>) -> Result<(), SpoolError> {
         let need = frame::frame_len(record.payload.len());
         let staged = self.writer.as_ref().map_or(0, SegmentWriter::staged_bytes);
         if self.bytes + staged + need > self.max_bytes {
             self.write_pending()?;
             let room = self.make_room(need)?;
-            if !room && record.class == Class::Traffic {
-                self.dropped.traffic += 1;
-                self.dropped.traffic_payload_bytes += record.payload.len() as u64;
+            if !room {
+                match record.class {
+                    Class::Traffic => {
+                        self.dropped.traffic += 1;
+                        self.dropped.traffic_payload_bytes += record.payload.len() as u64;
+                    }
+                    Class::Audit => {
+                        self.dropped.audit += 1;
+                        tracing::error!(
+                            seq = record.seq,
+                            dropped = self.dropped.audit,
+                            "SIEM spool full of audit records: audit record dropped"
+                        );
+                    }
+                }
                 self.settled += 1;
                 return Ok(());
             }

@@ -110,18 +110,9 @@ fn keep_only_audit(
     committed: u64,
     sync: bool,
 ) -> Result<u64, SpoolError> {
-    let temp = segment::temp_path(&victim.path);
-    let result = write_audit_copy(victim, start, committed, sync, &temp).and_then(|size| {
-        std::fs::rename(&temp, &victim.path)
-            .at(&victim.path)
-            .map(|()| size)
-    });
-    if result.is_err()
-        && let Err(error) = segment::remove(&temp)
-    {
-        tracing::error!(%error, "cannot remove a spool compaction leftover");
-    }
-    result
+    segment::replace(&victim.path, |temp| {
+        write_audit_copy(victim, start, committed, sync, temp)
+    })
 }
 
 fn write_audit_copy(

@@ -1,13 +1,16 @@
 //! Opening a spool directory: taking the lock, and rebuilding the per-segment
 //! bookkeeping from the files a previous process left, crashed or not.
 //!
-//! Every frame is checked (length and CRC). A segment is cut at its first
-//! invalid frame: after a crash that is the torn last record; anywhere else
-//! it is damage, and the frames after it cannot be delimited reliably. What
-//! is cut is counted, never returned.
+//! Every frame is checked (length and CRC). A damaged frame with valid
+//! frames after it is skipped: the segment is rewritten without it, so the
+//! records behind it are still delivered, and the skip is counted. Invalid
+//! bytes with no valid frame after them (the torn last record of a crash)
+//! are cut. Nothing invalid is ever returned, and every byte removed is
+//! counted.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -29,6 +32,9 @@ pub(in crate::spool) struct Recovered {
     pub(in crate::spool) last_seq: u64,
     /// Bytes cut from segments because they were not valid frames.
     pub(in crate::spool) discarded_bytes: u64,
+    /// Damaged stretches skipped with live records after them, and the
+    /// sequence numbers missing across them (records lost, at most).
+    pub(in crate::spool) skipped: Skipped,
     /// The commit position was unreadable: everything on disk will be
     /// delivered again.
     pub(in crate::spool) head_was_damaged: bool,
@@ -50,10 +56,13 @@ impl DiskQueue {
         let mut segments = VecDeque::new();
         let mut head_offset = 0;
         let mut discarded_bytes = 0;
+        let mut skipped = Skipped::default();
         for index in segment_indices(dir)? {
             let path = segment::segment_path(dir, index);
             let scan = scan_segment(&path, committed, &mut last_seq, sync)?;
             discarded_bytes += scan.discarded_bytes;
+            skipped.frames += scan.skipped.frames;
+            skipped.records += scan.skipped.records;
             if scan.live.records() == 0 {
                 // Delivered to the end (or emptied by a cut).
                 segment::remove(&path)?;
@@ -106,6 +115,7 @@ impl DiskQueue {
             disk,
             last_seq,
             discarded_bytes,
+            skipped,
             head_was_damaged: loaded.was_damaged,
         })
     }
@@ -147,27 +157,53 @@ fn segment_indices(dir: &Path) -> Result<Vec<u64>, SpoolError> {
     Ok(indices)
 }
 
+/// Damage skipped inside segments (see [`Recovered::skipped`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(in crate::spool) struct Skipped {
+    pub(in crate::spool) frames: u64,
+    pub(in crate::spool) records: u64,
+}
+
 struct Scan {
     size: u64,
     live: LiveCounts,
     first_live_offset: u64,
     discarded_bytes: u64,
+    skipped: Skipped,
 }
 
-/// Checks every frame of a segment, cuts it at the first invalid one, and
-/// counts the live records.
+/// Checks every frame of a segment, skips damaged frames that valid ones
+/// follow (rewriting the file without them), cuts invalid bytes at its end,
+/// and counts the live records.
 fn scan_segment(
     path: &Path,
     committed: u64,
     last_seq: &mut u64,
     sync: bool,
 ) -> Result<Scan, SpoolError> {
-    let mut reader = SegmentReader::open(path, 0, *last_seq)?;
+    let file_len = fs::metadata(path).at(path)?.len();
+    let start_seq = *last_seq;
+    let mut reader = SegmentReader::open(path, 0, start_seq)?;
     let mut live = LiveCounts::default();
     let mut first_live_offset = None;
+    let mut damaged = Vec::new();
+    let mut skipped = Skipped::default();
+    // The sequence number in front of the damage just skipped.
+    let mut before_damage = None;
     let valid_end = loop {
-        match reader.next(u64::MAX)? {
+        match reader.next(file_len)? {
             Step::Record { header, end } => {
+                if let Some(before) = before_damage.take() {
+                    // Records of the damaged stretch were numbered between
+                    // its neighbours; those at or below `committed` were
+                    // delivered already, and no gap means the bytes held no
+                    // record (a failed append's remains).
+                    let missing = (header.seq - 1).max(committed) - u64::max(before, committed);
+                    if missing > 0 {
+                        skipped.frames += 1;
+                        skipped.records += missing;
+                    }
+                }
                 if header.seq > committed {
                     first_live_offset.get_or_insert(end - header.frame_len());
                     live.add(header.class, header.payload_len);
@@ -175,13 +211,35 @@ fn scan_segment(
             }
             Step::End => break reader.offset(),
             Step::Invalid { offset, reason } => {
-                tracing::warn!(path = %path.display(), offset, %reason, "cutting a damaged spool segment");
-                break offset;
+                let before = reader.last_seq();
+                match segment::find_next_frame(path, offset + 1, file_len, before)? {
+                    Some(next) => {
+                        tracing::warn!(path = %path.display(), offset, skipped_bytes = next - offset,
+                            %reason, "skipping a damaged spool frame");
+                        damaged.push((offset, next));
+                        before_damage = Some(before);
+                        reader = SegmentReader::open(path, next, before)?;
+                    }
+                    None => {
+                        tracing::warn!(path = %path.display(), offset, %reason, "cutting a damaged spool segment");
+                        break offset;
+                    }
+                }
             }
         }
     };
+    if !damaged.is_empty() {
+        rewrite_without(path, &damaged, valid_end, sync)?;
+        // The clean copy has other offsets: read it again.
+        *last_seq = start_seq;
+        let clean = scan_segment(path, committed, last_seq, sync)?;
+        return Ok(Scan {
+            discarded_bytes: file_len - clean.size,
+            skipped,
+            ..clean
+        });
+    }
     *last_seq = reader.last_seq();
-    let file_len = fs::metadata(path).at(path)?.len();
     let discarded_bytes = file_len.saturating_sub(valid_end);
     if discarded_bytes > 0 {
         let file = OpenOptions::new().write(true).open(path).at(path)?;
@@ -195,5 +253,45 @@ fn scan_segment(
         live,
         first_live_offset: first_live_offset.unwrap_or(valid_end),
         discarded_bytes,
+        skipped,
     })
+}
+
+/// Replaces the segment at `path` with its bytes up to `end` minus the
+/// `damaged` stretches (in order, not overlapping), through a temporary file
+/// renamed over it, so that a crash leaves the old file or the new one.
+fn rewrite_without(
+    path: &Path,
+    damaged: &[(u64, u64)],
+    end: u64,
+    sync: bool,
+) -> Result<(), SpoolError> {
+    segment::replace(path, |temp| copy_without(path, temp, damaged, end, sync))
+}
+
+fn copy_without(
+    path: &Path,
+    temp: &Path,
+    damaged: &[(u64, u64)],
+    end: u64,
+    sync: bool,
+) -> Result<(), SpoolError> {
+    let mut source = File::open(path).at(path)?;
+    let mut out = File::create(temp).at(temp)?;
+    let mut at = 0;
+    for &(from, to) in damaged.iter().chain(std::iter::once(&(end, end))) {
+        source.seek(SeekFrom::Start(at)).at(path)?;
+        let copied = io::copy(&mut (&mut source).take(from - at), &mut out).at(temp)?;
+        if copied != from - at {
+            return Err(SpoolError::Io {
+                path: path.to_path_buf(),
+                source: io::ErrorKind::UnexpectedEof.into(),
+            });
+        }
+        at = to;
+    }
+    if sync {
+        out.sync_data().at(temp)?;
+    }
+    Ok(())
 }
