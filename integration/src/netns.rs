@@ -580,10 +580,50 @@ sys.exit(0 if s.recv(16) else 1)\n";
 
     /// Holding registers that differ from their initial value, per the server.
     pub fn changed_registers(&self) -> Result<serde_json::Value> {
-        match fs::read_to_string(self.state_file()) {
-            Ok(s) => Ok(serde_json::from_str::<serde_json::Value>(&s)?["holding"].clone()),
-            Err(_) => Ok(serde_json::json!({})),
+        Ok(self.server_state()?["holding"].clone())
+    }
+
+    /// The simulator's own account of what was written to it: `writes` (how
+    /// many write requests it executed), `holding` and `coils` (what differs
+    /// from the initial tables). The server writes the file when it starts
+    /// and after every write, so a missing or unreadable file is an error,
+    /// never "nothing changed": a test must not pass because it looked at
+    /// the wrong file.
+    pub fn server_state(&self) -> Result<serde_json::Value> {
+        let path = self.state_file();
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("the simulator's state file {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON: {text}", path.display()))?;
+        for field in ["writes", "holding", "coils"] {
+            if v.get(field).is_none() {
+                bail!("{} has no {field}: {text}", path.display());
+            }
         }
+        Ok(v)
+    }
+
+    /// Runs `integration/clients/tcp_inject.py` (the raw-socket attacker) in
+    /// the namespace of `role` with `args`; its JSON lines. Fails when the
+    /// injector could not carry out its steps.
+    pub fn inject(&self, role: &str, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role), "python3"])
+            .arg(repo_root().join("integration/clients/tcp_inject.py"))
+            .args(args)
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "tcp_inject.py {args:?} failed ({}): {}{stdout}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("injector line {l}")))
+            .collect()
     }
 
     /// Runs a command in a namespace and returns its output.
@@ -641,5 +681,40 @@ pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Calls `probe` every 20 ms until it returns something, and returns that;
+/// panics naming `what` (and the last state `probe` saw) after `timeout`.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> std::result::Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > timeout => {
+                panic!("{what}: not within {timeout:?}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// The per-reason packet counters of the gateway's last "packet counters"
+/// line (the daemon logs one when it stops): reason name -> packets.
+pub fn packet_counters(log: &[serde_json::Value]) -> std::collections::BTreeMap<String, u64> {
+    log.iter()
+        .rev()
+        .find(|l| l["message"] == "packet counters")
+        .and_then(|l| l["reasons"].as_str())
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
         .collect()
 }
