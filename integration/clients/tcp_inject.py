@@ -6,7 +6,7 @@ its own handshake, sends allowed reads, and then tries to make the server's
 TCP deliver a write to the Modbus server while the gateway sees only reads.
 
     tcp_inject.py --src IP --dst IP [--dport 502] SCENARIO...
-    tcp_inject.py --src IP --dst IP --sport 502 --probe PORT,PORT,...
+    tcp_inject.py --src IP --dst IP --sport 502 --probe PORT,PORT,... [--wait S]
 
 Scenarios (each on a connection of its own; see SCENARIOS below):
     syn-resync-fc6          SYN 6 bytes behind the server's RCV.NXT, then a segment
@@ -32,7 +32,8 @@ One JSON line per scenario on stdout:
     {"scenario": ..., "sport": ..., "read": [0, 1], "attack_bytes": 24,
      "accepted": 18, "reset": false}
 accepted: attack bytes the server's TCP took (its ACK past the fence point);
-reset: a RST came back instead. --probe prints one line per port:
+reset: a RST came back instead. --probe sends one SYN to each port and
+prints one line per port:
     {"probe": PORT, "sport": 502, "answer": "syn-ack" | "rst" | "none"}
 
 The kernel of this namespace has no socket for these connections and would
@@ -274,22 +275,34 @@ def scenario(name: str, c: Conn) -> dict:
     return line
 
 
-def probe(src: str, dst: str, sport: int, port: int) -> dict:
-    """Can `src:sport` open a connection to `dst:port`? One SYN; the answer."""
-    c = Conn(src, dst, port, sport)
+def probe(src: str, dst: str, sport: int, ports: list[int], wait: float) -> list[dict]:
+    """Can `src:sport` open a connection to `dst` on each of `ports`? One SYN
+    to each, all at once; then the answers, until every port has answered
+    or `wait` seconds have passed (silence is the answer when a SYN never
+    arrives, so there is no event to wait for instead)."""
+    conns = {port: Conn(src, dst, port, sport) for port in ports}
+    answers = {port: "none" for port in ports}
     try:
-        c.send("S", c.isn)
-        answer = "none"
-        while (seg := c.recv(0.5)) is not None:
-            if seg.flags.R:
-                answer = "rst"
+        for c in conns.values():
+            c.send("S", c.isn)
+        rx = next(iter(conns.values())).rx
+        deadline = time.monotonic() + wait
+        while "none" in answers.values() and (left := deadline - time.monotonic()) > 0:
+            if not select.select([rx], [], [], left)[0]:
                 break
-            if seg.flags.S and seg.flags.A:
-                answer = "syn-ack"
-                break
-        return {"probe": port, "sport": sport, "answer": answer}
+            ip = IP(rx.recv(65535))
+            if ip.src != dst or not ip.haslayer(TCP) or ip[TCP].dport != sport:
+                continue
+            tcp = ip[TCP]
+            if tcp.sport in answers and answers[tcp.sport] == "none":
+                if tcp.flags.R:
+                    answers[tcp.sport] = "rst"
+                elif tcp.flags.S and tcp.flags.A:
+                    answers[tcp.sport] = "syn-ack"
+        return [{"probe": port, "sport": sport, "answer": answers[port]} for port in ports]
     finally:
-        c.close()
+        for c in conns.values():
+            c.close()
 
 
 def nft(*args: str) -> None:
@@ -312,13 +325,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dport", type=int, default=502)
     parser.add_argument("--sport", type=int, help="source port of --probe")
     parser.add_argument("--probe", help="comma-separated destination ports to send a SYN to")
+    parser.add_argument("--wait", type=float, default=0.5, help="--probe: seconds to wait for answers")
     parser.add_argument("--seed", type=int, default=None, help="for ports and ISNs")
     parser.add_argument("scenarios", nargs="*")
     args = parser.parse_args(argv)
     random.seed(args.seed if args.seed is not None else os.getpid())
     if args.probe:
-        for port in args.probe.split(","):
-            print(json.dumps(probe(args.src, args.dst, args.sport or random.randint(20000, 60000), int(port))), flush=True)
+        ports = [int(p) for p in args.probe.split(",")]
+        sport = args.sport or random.randint(20000, 60000)
+        for line in probe(args.src, args.dst, sport, ports, args.wait):
+            print(json.dumps(line), flush=True)
         return 0
     drop_kernel_resets()
     try:

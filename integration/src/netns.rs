@@ -102,6 +102,8 @@ pub struct Testbed {
     gateway: Option<Child>,
     /// Gateway-side interfaces, where XDP goes.
     pub gw_ifaces: Vec<String>,
+    /// The impairment relay between the gateway and the inverter, if any.
+    relay: Option<Child>,
     /// `--xdp-mode` for the gateway (env BESSAI_XDP_MODE, default generic).
     /// Generic by default because native XDP on a veth drops XDP_TX frames
     /// (the RST back to the client) unless the peer veth runs NAPI; seen here:
@@ -122,6 +124,28 @@ impl Testbed {
 
     /// Builds the namespaces and starts the inverter simulator.
     pub fn with(name: &str, deployment: Deployment) -> Result<Self> {
+        Self::create(name, deployment, None)
+    }
+
+    /// A routed site whose link between the gateway and the inverter runs
+    /// through a relay namespace of its own, where `impair-relay` (see its
+    /// documentation) loses, reorders and duplicates TCP frames as
+    /// `relay_args` say (`--seed N --loss P ...`):
+    ///
+    /// ```text
+    ///  [gw] (10.10.2.1) ── [rly: impair-relay] ── inverter 10.10.2.11
+    /// ```
+    ///
+    /// The relay's own summary comes from [`Testbed::stop_relay`].
+    pub fn impaired(name: &str, relay_args: &[&str]) -> Result<Self> {
+        Self::create(
+            name,
+            Deployment::Routed,
+            Some(relay_args.iter().map(|a| (*a).to_owned()).collect()),
+        )
+    }
+
+    fn create(name: &str, deployment: Deployment, relay: Option<Vec<String>>) -> Result<Self> {
         // Unique among the testbeds of this process (tests run in parallel)
         // and short: interface names are at most 15 bytes.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -144,8 +168,13 @@ impl Testbed {
             gateway: None,
             gw_ifaces: Vec::new(),
             xdp_mode,
+            relay: None,
         };
-        tb.build().context("building the namespaces")?;
+        tb.build(relay.is_some())
+            .context("building the namespaces")?;
+        if let Some(args) = relay {
+            tb.start_relay(&args)?;
+        }
         tb.mount_bpffs().context("mounting a bpffs for the pins")?;
         tb.start_server()?;
         Ok(tb)
@@ -181,7 +210,7 @@ impl Testbed {
         sh(&["ip", "-n", ns, "addr", "add", addr, "dev", iface]).map(drop)
     }
 
-    fn build(&mut self) -> Result<()> {
+    fn build(&mut self, relayed: bool) -> Result<()> {
         let routed = self.deployment == Deployment::Routed;
         // Routed: one subnet per zone; bridged: one segment for both.
         let prefix = if routed { "24" } else { "16" };
@@ -214,7 +243,13 @@ impl Testbed {
         Self::veth(&sw, &up_sw, &gw, &gw_c)?;
         sh(&["ip", "-n", &sw, "link", "set", &up_sw, "master", &switch])?;
         let (inv_if, gw_i) = (format!("h{t}i"), format!("g{t}i"));
-        Self::veth(&inv, &inv_if, &gw, &gw_i)?;
+        if relayed {
+            let rly = self.add_ns("rly")?;
+            Self::veth(&rly, &format!("r{t}g"), &gw, &gw_i)?;
+            Self::veth(&rly, &format!("r{t}i"), &inv, &inv_if)?;
+        } else {
+            Self::veth(&inv, &inv_if, &gw, &gw_i)?;
+        }
         Self::addr(&inv, &inv_if, &format!("{PCS1}/{prefix}"))?;
         Self::addr(&inv, &inv_if, &format!("{NON_ASSET}/{prefix}"))?;
         if routed {
@@ -249,6 +284,44 @@ impl Testbed {
         }
         self.gw_ifaces = vec![gw_c, gw_i];
         Ok(())
+    }
+
+    /// Starts `impair-relay` between the relay namespace's two ports and
+    /// waits until it forwards.
+    fn start_relay(&mut self, args: &[String]) -> Result<()> {
+        let t = &self.tag;
+        let log = self.work.join("relay.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("rly")])
+            .arg(bin("impair-relay"))
+            .args(["--a", &format!("r{t}g"), "--b", &format!("r{t}i")])
+            .args(args)
+            .stdout(fs::File::create(&log)?)
+            .stderr(fs::File::create(self.work.join("relay.err"))?)
+            .spawn()?;
+        self.relay = Some(child);
+        wait_for_line(&log, "ready", Duration::from_secs(10))
+    }
+
+    /// Stops the relay and returns its summary: per direction (`a`: from the
+    /// gateway, `b`: from the inverter) the frames, TCP frames, and how many
+    /// it lost, delayed and duplicated.
+    pub fn stop_relay(&mut self) -> Result<serde_json::Value> {
+        let Some(mut child) = self.relay.take() else {
+            bail!("no relay in this testbed");
+        };
+        // SAFETY: kill(2) on our own child; SIGTERM makes it print and exit.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait()?;
+        let log = fs::read_to_string(self.work.join("relay.log"))?;
+        if !status.success() {
+            bail!(
+                "impair-relay exited with {status}: {log}{}",
+                fs::read_to_string(self.work.join("relay.err")).unwrap_or_default()
+            );
+        }
+        let last = log.lines().last().unwrap_or_default();
+        serde_json::from_str(last).with_context(|| format!("relay summary {last}"))
     }
 
     /// The gateway's bridge in bridge deployment.
@@ -511,6 +584,45 @@ while True:\n  c,_=s.accept(); c.sendall(b'SSH-2.0-bessai-test\\r\\n'); c.close(
         Ok(())
     }
 
+    /// TCP listeners on `ports` (every address) in the namespace of `role`,
+    /// each sending a banner to every connection; returns once all accept.
+    pub fn listen(&mut self, role: &str, ports: &[u16]) -> Result<()> {
+        let script = r#"
+import socket, sys, threading
+
+def serve(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(16)
+    while True:
+        c, _ = s.accept()
+        c.sendall(b"hello from %d\r\n" % port)
+        c.close()
+
+for p in sys.argv[1:]:
+    threading.Thread(target=serve, args=(int(p),)).start()
+"#;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role), "python3", "-c", script])
+            .args(ports.iter().map(u16::to_string))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.children.push(child);
+        let start = Instant::now();
+        for port in ports {
+            let addr = format!("127.0.0.1:{port}");
+            while !self.tcp_ok(role, &addr, Duration::from_millis(300)) {
+                if start.elapsed() > Duration::from_secs(10) {
+                    bail!("{addr} in {role} not listening");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
     /// Does a TCP connection from `role` to `addr` get through (and the
     /// first bytes come back) within `timeout`?
     pub fn tcp_ok(&self, role: &str, addr: &str, timeout: Duration) -> bool {
@@ -645,7 +757,7 @@ impl Drop for Testbed {
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.work);
         }
-        for c in &mut self.children {
+        for c in self.children.iter_mut().chain(self.relay.as_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }
