@@ -5,7 +5,7 @@ Plays a client inside a read-only conduit that controls its own TCP: it does
 its own handshake, sends allowed reads, and then tries to make the server's
 TCP deliver a write to the Modbus server while the gateway sees only reads.
 
-    tcp_inject.py --src IP --dst IP [--dport 502] SCENARIO...
+    tcp_inject.py --src IP --dst IP [--dport 502] [--first-port N] [--seed N] SCENARIO...
     tcp_inject.py --src IP --dst IP --sport 502 --probe PORT,PORT,... [--wait S]
 
 Scenarios (each on a connection of its own; see SCENARIOS below):
@@ -93,7 +93,10 @@ class Reset(Exception):
 class Conn:
     def __init__(self, src: str, dst: str, dport: int, sport: int | None = None):
         self.src, self.dst, self.dport = src, dst, dport
-        self.sport = sport or random.randint(20000, 60000)
+        # Below Linux's ephemeral range (32768-60999): a later ordinary
+        # client in this namespace never picks the 4-tuple of a connection
+        # the server may still hold open for us.
+        self.sport = sport or random.randint(20000, 32767)
         self.isn = random.getrandbits(32)
         self.snd_nxt = self.isn  # next sequence number to send
         self.rcv_nxt = 0  # next server byte expected
@@ -326,20 +329,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sport", type=int, help="source port of --probe")
     parser.add_argument("--probe", help="comma-separated destination ports to send a SYN to")
     parser.add_argument("--wait", type=float, default=0.5, help="--probe: seconds to wait for answers")
-    parser.add_argument("--seed", type=int, default=None, help="for ports and ISNs")
+    parser.add_argument("--seed", type=int, default=None, help="for ISNs (and ports unless --first-port)")
+    parser.add_argument(
+        "--first-port", type=int, default=None,
+        help="source port of the first scenario, the next one for each further scenario",
+    )
     parser.add_argument("scenarios", nargs="*")
     args = parser.parse_args(argv)
     random.seed(args.seed if args.seed is not None else os.getpid())
     if args.probe:
         ports = [int(p) for p in args.probe.split(",")]
-        sport = args.sport or random.randint(20000, 60000)
+        sport = args.sport or random.randint(20000, 32767)
         for line in probe(args.src, args.dst, sport, ports, args.wait):
             print(json.dumps(line), flush=True)
         return 0
     drop_kernel_resets()
     try:
-        for name in args.scenarios:
-            c = Conn(args.src, args.dst, args.dport)
+        for i, name in enumerate(args.scenarios):
+            c = Conn(args.src, args.dst, args.dport, args.first_port and args.first_port + i)
             try:
                 print(json.dumps(scenario(name, c)), flush=True)
             except (RuntimeError, Reset) as e:

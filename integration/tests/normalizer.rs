@@ -25,11 +25,22 @@ fn example_policy() -> PathBuf {
 }
 
 /// Runs `scenarios` from the engineering workstation, each on a connection
-/// of its own; `seed` picks ports and ISNs (a different one per phase, so a
-/// connection never reuses an earlier phase's 4-tuple).
-fn attack(tb: &Testbed, seed: u32, scenarios: &[&str]) -> Vec<Value> {
-    let seed = seed.to_string();
-    let mut args = vec!["--src", ENG, "--dst", PCS1, "--seed", &seed];
+/// of its own; `phase` picks ISNs and source ports (21000 up in phase 1,
+/// 22000 up in phase 2: a connection never reuses an earlier phase's
+/// 4-tuple, which the server may still hold open).
+fn attack(tb: &Testbed, phase: u32, scenarios: &[&str]) -> Vec<Value> {
+    let seed = phase.to_string();
+    let first_port = (20000 + 1000 * phase).to_string();
+    let mut args = vec![
+        "--src",
+        ENG,
+        "--dst",
+        PCS1,
+        "--seed",
+        &seed,
+        "--first-port",
+        &first_port,
+    ];
     args.extend_from_slice(scenarios);
     let lines = tb.inject("eng", &args).unwrap();
     assert_eq!(
@@ -241,6 +252,13 @@ fn different_bytes_in_a_retransmission_are_denied() {
             .is_some_and(|n| *n >= 2),
         "both partial copies dropped as unverifiable: {counters:?}"
     );
+
+    // The server-state checks above cannot pass by reading nothing.
+    let path = tb.state_file();
+    let moved = path.with_extension("moved");
+    std::fs::rename(&path, &moved).unwrap();
+    assert!(tb.server_state().is_err() && tb.changed_registers().is_err());
+    std::fs::rename(&moved, &path).unwrap();
 }
 
 /// A connection from the engineering workstation to the inverter on the
