@@ -174,12 +174,12 @@ fn denials<'a>(log: &'a [Value], line: &Value) -> Vec<&'a Value> {
 /// Issue 10, finding 1: a SYN on an open connection (with a good or a bad
 /// checksum) must not move what the gateway parses, so bytes the server
 /// trims cannot hide a write behind allowed reads.
-#[test]
-fn syn_resync_cannot_make_a_read_only_client_write() {
-    if !have_root("syn_resync_cannot_make_a_read_only_client_write") {
+fn syn_resync_cannot_make_a_read_only_client_write(deployment: Deployment) {
+    let name = format!("syn_resync_{}", deployment.as_str());
+    if !have_root(&name) {
         return;
     }
-    let mut tb = Testbed::new("resync").unwrap();
+    let mut tb = Testbed::with("resync", deployment).unwrap();
     let scenarios = [
         "syn-resync-fc6",
         "syn-resync-fc15",
@@ -214,12 +214,12 @@ fn syn_resync_cannot_make_a_read_only_client_write() {
 /// different second copy is the evasion a trimming receiver makes
 /// dangerous; the splice covers two judged segments with one whose second
 /// half is a write.
-#[test]
-fn different_bytes_in_a_retransmission_are_denied() {
-    if !have_root("different_bytes_in_a_retransmission_are_denied") {
+fn different_bytes_in_a_retransmission_are_denied(deployment: Deployment) {
+    let name = format!("different_bytes_{}", deployment.as_str());
+    if !have_root(&name) {
         return;
     }
-    let mut tb = Testbed::new("retrans").unwrap();
+    let mut tb = Testbed::with("retrans", deployment).unwrap();
     let scenarios = ["retransmit-different", "splice", "partial-splice"];
     attacks_land_without_the_gateway(
         &tb,
@@ -259,6 +259,30 @@ fn different_bytes_in_a_retransmission_are_denied() {
     std::fs::rename(&path, &moved).unwrap();
     assert!(tb.server_state().is_err() && tb.changed_registers().is_err());
     std::fs::rename(&moved, &path).unwrap();
+}
+
+// Each attack family in both deployments: routed (the gateway forwards
+// between its ports) and bridge (a bump in the wire; the XDP program judges
+// frames on the bridge's ports).
+
+#[test]
+fn syn_resync_cannot_make_a_read_only_client_write_routed() {
+    syn_resync_cannot_make_a_read_only_client_write(Deployment::Routed);
+}
+
+#[test]
+fn syn_resync_cannot_make_a_read_only_client_write_bridge() {
+    syn_resync_cannot_make_a_read_only_client_write(Deployment::Bridge);
+}
+
+#[test]
+fn different_bytes_in_a_retransmission_are_denied_routed() {
+    different_bytes_in_a_retransmission_are_denied(Deployment::Routed);
+}
+
+#[test]
+fn different_bytes_in_a_retransmission_are_denied_bridge() {
+    different_bytes_in_a_retransmission_are_denied(Deployment::Bridge);
 }
 
 /// A connection from the engineering workstation to the inverter on the
