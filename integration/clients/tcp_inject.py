@@ -8,7 +8,7 @@ TCP deliver a write to the Modbus server while the gateway sees only reads.
     tcp_inject.py --src IP --dst IP [--dport 502] [--first-port N] [--seed N] SCENARIO...
     tcp_inject.py --src IP --dst IP --sport 502 --probe PORT,PORT,... [--wait S]
 
-Scenarios (each on a connection of its own; see SCENARIOS below):
+Scenarios (each on a connection of its own; see scenario() below):
     syn-resync-fc6          SYN 6 bytes behind the server's RCV.NXT, then a segment
                             that is two FC 3 reads from its first byte and FC 6
                             "write register 0 = 6" after the 6 bytes the server has
@@ -26,7 +26,8 @@ Scenarios (each on a connection of its own; see SCENARIOS below):
 
 After each attack a fence: a one-byte keep-alive carrying the byte just below
 the server's RCV.NXT. The server's answer tells, in order with everything sent
-before, how far its stream got (or a RST says the connection was reset).
+before, how far its stream got (or a RST says the connection was reset); see
+Conn.fence().
 
 One JSON line per scenario on stdout:
     {"scenario": ..., "sport": ..., "read": [0, 1], "attack_bytes": 24,
@@ -37,8 +38,8 @@ prints one line per port:
     {"probe": PORT, "sport": 502, "answer": "syn-ack" | "rst" | "none"}
 
 The kernel of this namespace has no socket for these connections and would
-reset them: an nftables table here drops every RST it sends (RSTs from this
-tool carry a mark), removed on exit. Exit status 0 when every step could be
+reset them: an nftables table here drops every RST it sends (packets from
+this tool carry a mark and are spared), removed on exit. Exit status 0 when every step could be
 carried out (whatever the server did), 1 when the connection could not even be
 set up (no SYN-ACK, the first read unanswered).
 """
@@ -56,7 +57,8 @@ import subprocess
 import sys
 import time
 
-from scapy.layers.inet import IP, TCP  # noqa: E402  (scapy==2.8.0, cargo xtask setup)
+# scapy==2.8.0, installed by `cargo xtask setup`.
+from scapy.layers.inet import IP, TCP
 
 # Marks our own packets so the RST filter spares them.
 MARK = 0x1BA1

@@ -1,13 +1,23 @@
-//! The TCP normalizer against attackers who control their own TCP (issue 10),
-//! judged by what the server behind the gateway executed: a raw-socket
-//! injector (integration/clients/tcp_inject.py, scapy) in the engineering
-//! workstation's namespace, whose conduit allows reads only, against the
-//! inverter simulator's real Linux TCP stack.
+//! The TCP normalizer (issue 10) against real Linux stacks in network
+//! namespaces, judged by what the server behind the gateway did.
 //!
-//! Every attack is first run with no gateway in the path, where the write
-//! must land: that shows the attack works against this server, so a run with
-//! the gateway that leaves the server untouched proves the gateway stopped
-//! it, not that the attack was broken.
+//! - Attacks from a client that controls its own TCP: a raw-socket injector
+//!   (integration/clients/tcp_inject.py, scapy) in the engineering
+//!   workstation's namespace, whose conduit allows reads only, against the
+//!   inverter simulator's real Linux TCP stack. Every attack is first run
+//!   with no gateway in the path, where its write must land: that shows the
+//!   attack works against this server, so a run with the gateway that leaves
+//!   the server untouched proves the gateway stopped it, not that the attack
+//!   was broken. Then the simulator's state file (which must exist) and its
+//!   write log must show nothing new, the gateway's log must report the
+//!   attempt, and reads must still work on new connections.
+//! - Impairment: `impair-relay` in a namespace between the gateway and the
+//!   inverter loses, delays and duplicates TCP frames with a seeded RNG, and
+//!   pipelined clients must complete every transaction without a reset or a
+//!   denial. The figures are printed (`-- --show-output`).
+//! - Bridge mode: the inverter zone cannot open a connection to the EMS.
+//! - Host-decision tests that pin the cause of a failure seen above to one
+//!   segment sequence.
 
 use std::{path::PathBuf, time::Duration};
 
