@@ -481,18 +481,16 @@ fn pipelined_clients_ride_out_loss_reordering_and_duplication() {
     }
     const OURS: u64 = 5000;
     const PYMODBUS: u64 = 5000;
-    let relay = [
-        "--seed",
-        "10",
-        "--loss",
-        "0.03",
-        "--reorder",
-        "0.25",
-        "--delay-us",
-        "1000",
-        "--duplicate",
-        "0.05",
-    ];
+    // BESSAI_IMPAIR replaces the relay's arguments, to explore other
+    // profiles (e.g. "--seed 11 --loss 0.10 --reorder 0.30 --duplicate 0.10").
+    let custom = std::env::var("BESSAI_IMPAIR").unwrap_or_default();
+    let relay: Vec<&str> = if custom.is_empty() {
+        "--seed 10 --loss 0.03 --reorder 0.25 --delay-us 1000 --duplicate 0.05"
+            .split(' ')
+            .collect()
+    } else {
+        custom.split_whitespace().collect()
+    };
     let mut tb = Testbed::impaired("impair", &relay).unwrap();
     tb.start_gateway(&example_policy()).unwrap();
     let roles = ["ems", "eng", "inv"];
