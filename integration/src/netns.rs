@@ -102,6 +102,8 @@ pub struct Testbed {
     gateway: Option<Child>,
     /// Gateway-side interfaces, where XDP goes.
     pub gw_ifaces: Vec<String>,
+    /// The impairment relay between the gateway and the inverter, if any.
+    relay: Option<Child>,
     /// `--xdp-mode` for the gateway (env BESSAI_XDP_MODE, default generic).
     /// Generic by default because native XDP on a veth drops XDP_TX frames
     /// (the RST back to the client) unless the peer veth runs NAPI; seen here:
@@ -122,6 +124,28 @@ impl Testbed {
 
     /// Builds the namespaces and starts the inverter simulator.
     pub fn with(name: &str, deployment: Deployment) -> Result<Self> {
+        Self::create(name, deployment, None)
+    }
+
+    /// A routed site whose link between the gateway and the inverter runs
+    /// through a relay namespace of its own, where `impair-relay` (see its
+    /// documentation) loses, reorders and duplicates TCP frames as
+    /// `relay_args` say (`--seed N --loss P ...`):
+    ///
+    /// ```text
+    ///  [gw] (10.10.2.1) ── [rly: impair-relay] ── inverter 10.10.2.11
+    /// ```
+    ///
+    /// The relay's own summary comes from [`Testbed::stop_relay`].
+    pub fn impaired(name: &str, relay_args: &[&str]) -> Result<Self> {
+        Self::create(
+            name,
+            Deployment::Routed,
+            Some(relay_args.iter().map(|a| (*a).to_owned()).collect()),
+        )
+    }
+
+    fn create(name: &str, deployment: Deployment, relay: Option<Vec<String>>) -> Result<Self> {
         // Unique among the testbeds of this process (tests run in parallel)
         // and short: interface names are at most 15 bytes.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -144,8 +168,13 @@ impl Testbed {
             gateway: None,
             gw_ifaces: Vec::new(),
             xdp_mode,
+            relay: None,
         };
-        tb.build().context("building the namespaces")?;
+        tb.build(relay.is_some())
+            .context("building the namespaces")?;
+        if let Some(args) = relay {
+            tb.start_relay(&args)?;
+        }
         tb.mount_bpffs().context("mounting a bpffs for the pins")?;
         tb.start_server()?;
         Ok(tb)
@@ -181,7 +210,7 @@ impl Testbed {
         sh(&["ip", "-n", ns, "addr", "add", addr, "dev", iface]).map(drop)
     }
 
-    fn build(&mut self) -> Result<()> {
+    fn build(&mut self, relayed: bool) -> Result<()> {
         let routed = self.deployment == Deployment::Routed;
         // Routed: one subnet per zone; bridged: one segment for both.
         let prefix = if routed { "24" } else { "16" };
@@ -214,7 +243,13 @@ impl Testbed {
         Self::veth(&sw, &up_sw, &gw, &gw_c)?;
         sh(&["ip", "-n", &sw, "link", "set", &up_sw, "master", &switch])?;
         let (inv_if, gw_i) = (format!("h{t}i"), format!("g{t}i"));
-        Self::veth(&inv, &inv_if, &gw, &gw_i)?;
+        if relayed {
+            let rly = self.add_ns("rly")?;
+            Self::veth(&rly, &format!("r{t}g"), &gw, &gw_i)?;
+            Self::veth(&rly, &format!("r{t}i"), &inv, &inv_if)?;
+        } else {
+            Self::veth(&inv, &inv_if, &gw, &gw_i)?;
+        }
         Self::addr(&inv, &inv_if, &format!("{PCS1}/{prefix}"))?;
         Self::addr(&inv, &inv_if, &format!("{NON_ASSET}/{prefix}"))?;
         if routed {
@@ -249,6 +284,44 @@ impl Testbed {
         }
         self.gw_ifaces = vec![gw_c, gw_i];
         Ok(())
+    }
+
+    /// Starts `impair-relay` between the relay namespace's two ports and
+    /// waits until it forwards.
+    fn start_relay(&mut self, args: &[String]) -> Result<()> {
+        let t = &self.tag;
+        let log = self.work.join("relay.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("rly")])
+            .arg(bin("impair-relay"))
+            .args(["--a", &format!("r{t}g"), "--b", &format!("r{t}i")])
+            .args(args)
+            .stdout(fs::File::create(&log)?)
+            .stderr(fs::File::create(self.work.join("relay.err"))?)
+            .spawn()?;
+        self.relay = Some(child);
+        wait_for_line(&log, "ready", Duration::from_secs(10))
+    }
+
+    /// Stops the relay and returns its summary: per direction (`a`: from the
+    /// gateway, `b`: from the inverter) the frames, TCP frames, and how many
+    /// it lost, delayed and duplicated.
+    pub fn stop_relay(&mut self) -> Result<serde_json::Value> {
+        let Some(mut child) = self.relay.take() else {
+            bail!("no relay in this testbed");
+        };
+        // SAFETY: kill(2) on our own child; SIGTERM makes it print and exit.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait()?;
+        let log = fs::read_to_string(self.work.join("relay.log"))?;
+        if !status.success() {
+            bail!(
+                "impair-relay exited with {status}: {log}{}",
+                fs::read_to_string(self.work.join("relay.err")).unwrap_or_default()
+            );
+        }
+        let last = log.lines().last().unwrap_or_default();
+        serde_json::from_str(last).with_context(|| format!("relay summary {last}"))
     }
 
     /// The gateway's bridge in bridge deployment.
@@ -558,6 +631,45 @@ while True:\n  c,_=s.accept(); c.sendall(b'SSH-2.0-bessai-test\\r\\n'); c.close(
         Ok(())
     }
 
+    /// TCP listeners on `ports` (every address) in the namespace of `role`,
+    /// each sending a banner to every connection; returns once all accept.
+    pub fn listen(&mut self, role: &str, ports: &[u16]) -> Result<()> {
+        let script = r#"
+import socket, sys, threading
+
+def serve(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(16)
+    while True:
+        c, _ = s.accept()
+        c.sendall(b"hello from %d\r\n" % port)
+        c.close()
+
+for p in sys.argv[1:]:
+    threading.Thread(target=serve, args=(int(p),)).start()
+"#;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role), "python3", "-c", script])
+            .args(ports.iter().map(u16::to_string))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.children.push(child);
+        let start = Instant::now();
+        for port in ports {
+            let addr = format!("127.0.0.1:{port}");
+            while !self.tcp_ok(role, &addr, Duration::from_millis(300)) {
+                if start.elapsed() > Duration::from_secs(10) {
+                    bail!("{addr} in {role} not listening");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
     /// Does a TCP connection from `role` to `addr` get through (and the
     /// first bytes come back) within `timeout`?
     pub fn tcp_ok(&self, role: &str, addr: &str, timeout: Duration) -> bool {
@@ -627,10 +739,50 @@ sys.exit(0 if s.recv(16) else 1)\n";
 
     /// Holding registers that differ from their initial value, per the server.
     pub fn changed_registers(&self) -> Result<serde_json::Value> {
-        match fs::read_to_string(self.state_file()) {
-            Ok(s) => Ok(serde_json::from_str::<serde_json::Value>(&s)?["holding"].clone()),
-            Err(_) => Ok(serde_json::json!({})),
+        Ok(self.server_state()?["holding"].clone())
+    }
+
+    /// The simulator's own account of what was written to it: `writes` (how
+    /// many write requests it executed), `holding` and `coils` (what differs
+    /// from the initial tables). The server writes the file when it starts
+    /// and after every write, so a missing or unreadable file is an error,
+    /// never "nothing changed": a test must not pass because it looked at
+    /// the wrong file.
+    pub fn server_state(&self) -> Result<serde_json::Value> {
+        let path = self.state_file();
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("the simulator's state file {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON: {text}", path.display()))?;
+        for field in ["writes", "holding", "coils"] {
+            if v.get(field).is_none() {
+                bail!("{} has no {field}: {text}", path.display());
+            }
         }
+        Ok(v)
+    }
+
+    /// Runs `integration/clients/tcp_inject.py` (the raw-socket attacker) in
+    /// the namespace of `role` with `args`; its JSON lines. Fails when the
+    /// injector could not carry out its steps.
+    pub fn inject(&self, role: &str, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role), "python3"])
+            .arg(repo_root().join("integration/clients/tcp_inject.py"))
+            .args(args)
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "tcp_inject.py {args:?} failed ({}): {}{stdout}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("injector line {l}")))
+            .collect()
     }
 
     /// Runs a command in a namespace and returns its output.
@@ -652,7 +804,7 @@ impl Drop for Testbed {
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.work);
         }
-        for c in &mut self.children {
+        for c in self.children.iter_mut().chain(self.relay.as_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -688,5 +840,40 @@ pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Calls `probe` every 20 ms until it returns something, and returns that;
+/// panics naming `what` (and the last state `probe` saw) after `timeout`.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> std::result::Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > timeout => {
+                panic!("{what}: not within {timeout:?}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// The per-reason packet counters of the gateway's last "packet counters"
+/// line (the daemon logs one when it stops): reason name -> packets.
+pub fn packet_counters(log: &[serde_json::Value]) -> std::collections::BTreeMap<String, u64> {
+    log.iter()
+        .rev()
+        .find(|l| l["message"] == "packet counters")
+        .and_then(|l| l["reasons"].as_str())
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
         .collect()
 }

@@ -1,6 +1,7 @@
 //! Idempotent bootstrap (see the eBPF toolchain recipe in docs/development.md):
 //! Debian packages, rust-src for the pinned toolchain, bpf-linker built
-//! against Debian's LLVM 22, pymodbus for the second test client.
+//! against Debian's LLVM 22, pymodbus for the second test client, scapy for
+//! the raw-socket attacker of the normalizer tests.
 
 use std::process::Command;
 
@@ -26,6 +27,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const PYMODBUS: &str = "pymodbus==3.8.6";
+/// Builds the raw TCP segments of integration/clients/tcp_inject.py.
+const SCAPY: &str = "scapy==2.8.0";
 /// Fuzzing needs nightly (sanitizers, libFuzzer); pinned for reproducible CI.
 pub const FUZZ_TOOLCHAIN: &str = "nightly-2026-05-20";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -116,14 +119,24 @@ pub fn run() -> Result<()> {
             CARGO_FUZZ_VERSION,
         ]))?;
     }
-    if !Command::new("python3")
-        .args(["-c", "import pymodbus"])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        run(Command::new("python3").args(["-m", "pip", "install", "-q", PYMODBUS]))?;
+    for (module, pin) in [("pymodbus", PYMODBUS), ("scapy", SCAPY)] {
+        if !python_has(module, pin) {
+            run(Command::new("python3").args(["-m", "pip", "install", "-q", pin]))?;
+        }
     }
     Ok(())
+}
+
+/// True when Python imports `module` at the version `pin` names.
+fn python_has(module: &str, pin: &str) -> bool {
+    let version = pin.rsplit("==").next().unwrap_or_default();
+    succeeds(
+        Command::new("python3").args([
+            "-c",
+            &format!("import {module}; print({module}.__version__)"),
+        ]),
+        version,
+    )
 }
 
 /// True when `cmd` exits 0 and its stdout contains `needle`.

@@ -74,11 +74,25 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 1)]
     pub unit: u8,
     /// How long to keep sending.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u64).range(1..),
+        required_unless_present = "transactions",
+        conflicts_with = "transactions"
+    )]
+    pub duration_ms: Option<u64>,
+    /// Send exactly this many transactions in all (spread over the
+    /// connections), then stop: every one either completes or is counted as
+    /// failed.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub duration_ms: u64,
-    /// Connections, each with one transaction outstanding at a time.
+    pub transactions: Option<u64>,
+    /// Connections, each opened once and used until it fails.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Requests in flight on each connection, each written on its own (with
+    /// TCP_NODELAY, one segment each), as a SCADA master pipelines its polls.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub pipeline: u16,
     /// The Modbus OP every transaction sends (not sleep or reconnect).
     #[arg(long, default_value = "read-holding:0:10", value_parser = parse_modbus_op)]
     pub op: Op,
@@ -364,5 +378,23 @@ mod tests {
             ])
             .is_err()
         );
+        let load = |extra: &[&str]| {
+            let mut argv = vec!["modbus-sim", "load", "--connect", "127.0.0.1:1"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        let Command::Load(l) = load(&["--transactions", "100", "--pipeline", "4"])
+            .unwrap()
+            .command
+        else {
+            panic!("load")
+        };
+        assert_eq!(
+            (l.transactions, l.duration_ms, l.pipeline),
+            (Some(100), None, 4)
+        );
+        assert!(load(&[]).is_err(), "a duration or a count is needed");
+        assert!(load(&["--transactions", "1", "--duration-ms", "1"]).is_err());
+        assert!(load(&["--transactions", "1", "--pipeline", "0"]).is_err());
     }
 }

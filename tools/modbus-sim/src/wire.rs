@@ -212,34 +212,64 @@ impl Conn {
         })
     }
 
+    /// The next transaction id and the request ADU carrying `pdu` under it.
+    pub fn request(&mut self, pdu: &[u8]) -> Result<(u16, Vec<u8>), Failure> {
+        self.transaction = self.transaction.wrapping_add(1);
+        Ok((self.transaction, adu(self.transaction, self.unit, pdu)?))
+    }
+
+    pub fn unit(&self) -> u8 {
+        self.unit
+    }
+
+    /// The connection itself, for callers that keep several requests in
+    /// flight (`load --pipeline`).
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
     /// Sends one request PDU and returns the response PDU.
     pub async fn transact(&mut self, pdu: &[u8]) -> Result<Vec<u8>, Failure> {
-        self.transaction = self.transaction.wrapping_add(1);
-        let len =
-            u16::try_from(pdu.len() + 1).map_err(|_| Failure::Io("request too long".to_owned()))?;
-        let mut adu = Vec::with_capacity(7 + pdu.len());
-        adu.extend_from_slice(&self.transaction.to_be_bytes());
-        adu.extend_from_slice(&[0, 0]);
-        adu.extend_from_slice(&len.to_be_bytes());
-        adu.push(self.unit);
-        adu.extend_from_slice(pdu);
+        let (transaction, adu) = self.request(pdu)?;
         self.stream.write_all(&adu).await?;
-
-        let mut hdr = [0u8; 7];
-        self.stream.read_exact(&mut hdr).await?;
-        let tid = u16::from_be_bytes([hdr[0], hdr[1]]);
-        let proto = u16::from_be_bytes([hdr[2], hdr[3]]);
-        let len = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
-        if proto != 0 || !(2..=254).contains(&len) {
-            return Err(invalid("bad MBAP header"));
-        }
-        let mut body = vec![0u8; len - 1];
-        self.stream.read_exact(&mut body).await?;
-        if tid != self.transaction || hdr[6] != self.unit {
+        let (tid, unit, body) = read_adu(&mut self.stream).await?;
+        if tid != transaction || unit != self.unit {
             return Err(invalid("transaction or unit id differs from the request"));
         }
         Ok(body)
     }
+}
+
+/// A request ADU: MBAP header (transaction, protocol 0, length, unit) and PDU.
+pub fn adu(transaction: u16, unit: u8, pdu: &[u8]) -> Result<Vec<u8>, Failure> {
+    let len =
+        u16::try_from(pdu.len() + 1).map_err(|_| Failure::Io("request too long".to_owned()))?;
+    let mut adu = Vec::with_capacity(7 + pdu.len());
+    adu.extend_from_slice(&transaction.to_be_bytes());
+    adu.extend_from_slice(&[0, 0]);
+    adu.extend_from_slice(&len.to_be_bytes());
+    adu.push(unit);
+    adu.extend_from_slice(pdu);
+    Ok(adu)
+}
+
+/// Reads one response ADU: its transaction id, unit id and PDU. I/O errors
+/// come back as they are, so that callers can tell a reset from a close.
+pub async fn read_adu<R: AsyncReadExt + Unpin>(r: &mut R) -> io::Result<(u16, u8, Vec<u8>)> {
+    let mut hdr = [0u8; 7];
+    r.read_exact(&mut hdr).await?;
+    let tid = u16::from_be_bytes([hdr[0], hdr[1]]);
+    let proto = u16::from_be_bytes([hdr[2], hdr[3]]);
+    let len = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
+    if proto != 0 || !(2..=254).contains(&len) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "invalid response: bad MBAP header",
+        ));
+    }
+    let mut body = vec![0u8; len - 1];
+    r.read_exact(&mut body).await?;
+    Ok((tid, hdr[6], body))
 }
 
 /// Connects (if `conn` is empty) and runs one request, all within `timeout`.
