@@ -360,6 +360,12 @@ impl Dataplane {
         Ok((info.run_time(), info.run_count()))
     }
 
+    /// Instructions the verifier processed to accept the program (of its
+    /// budget of 1,000,000).
+    pub fn verified_instructions(&mut self) -> Result<Option<u32>, DataplaneError> {
+        Ok(self.program_mut()?.info()?.verified_instruction_count())
+    }
+
     /// Reason and action of the last frame the program judged.
     pub fn last_verdict(&self) -> Result<(Reason, Action), DataplaneError> {
         let v = maps::last_verdict(&self.ebpf)?;

@@ -110,6 +110,11 @@ fn test_run_figures() -> Result<Value> {
     let _off = StatsOff::new()?;
     let mut dp = Dataplane::load().context("loading the XDP object (root?)")?;
     dp.install(&example_compiled())?;
+    let verified = dp.verified_instructions()?;
+    println!(
+        "verifier: {} instructions processed of 1,000,000",
+        verified.map_or("unknown".into(), |n| n.to_string())
+    );
     // Each stateful sample judges new data on a connection of its own,
     // opened just before (one run: BPF_PROG_TEST_RUN repeats the same frame,
     // which would be a retransmission from the second run on).
@@ -224,6 +229,7 @@ fn test_run_figures() -> Result<Value> {
         "flood_no_handshake": {"ours": flood_ours, "drop_all": flood_drop, "above_drop_all": flood_ours - flood_drop},
         "non_modbus": {"ours": other_ours, "empty": other_empty},
         "samples": SAMPLES, "batches": BATCHES, "repeat": REPEAT,
+        "verifier_instructions_processed": verified,
         "bpf_stats_enabled": false,
     }))
 }
