@@ -41,10 +41,10 @@ use crate::{
     reason::{Action, Reason},
     stream_hash,
     types::{
-        Conduit, FIN_CLIENT, FIN_SERVER, FLOW_DROPPED, FLOW_RESETTING, FlowKey, FlowState,
-        HALF_OPEN_SYN, HALF_OPEN_SYN_ACK, HalfOpen, MODE_MONITOR, ON_DENY_RESET, STAT_DUPLICATE,
-        STAT_ESTABLISHED, STAT_FLOW_TABLE_FULL, STAT_HALF_OPEN, STAT_OUT_OF_ORDER,
-        STAT_UNVERIFIABLE, STAT_WINDOW_FULL, STREAM_RECORDS, StreamKey,
+        Conduit, FLOW_DROPPED, FLOW_RESETTING, FlowKey, FlowState, HALF_OPEN_SYN,
+        HALF_OPEN_SYN_ACK, HalfOpen, MODE_MONITOR, ON_DENY_RESET, STAT_DUPLICATE, STAT_ESTABLISHED,
+        STAT_FLOW_TABLE_FULL, STAT_HALF_OPEN, STAT_OUT_OF_ORDER, STAT_UNVERIFIABLE,
+        STAT_WINDOW_FULL, STREAM_RECORDS, StreamKey,
     },
 };
 
@@ -187,7 +187,7 @@ fn client_syn<F: Flows + ?Sized>(
         return Decision::silent(Reason::TcpControl);
     }
     if let Some(flow) = flows.flow_mut(key) {
-        let closed = flow.fin == FIN_CLIENT | FIN_SERVER || flow.state == FLOW_RESETTING;
+        let closed = (flow.client_fin != 0 && flow.server_fin != 0) || flow.state == FLOW_RESETTING;
         if !closed {
             // The server answers with a challenge ACK and keeps its state;
             // so does the gateway.
@@ -282,7 +282,7 @@ fn established<P: Policy + ?Sized>(
     }
     if len == 0 {
         if flags & TCP_FIN != 0 && seq == flow.judged_end {
-            flow.fin |= FIN_CLIENT;
+            flow.client_fin = 1;
         }
         return Outcome::of(Decision::pass(Reason::TcpControl));
     }
@@ -419,7 +419,7 @@ pub(crate) fn commit<F: Flows + ?Sized>(
     flow.judged_end = p.end;
     flow.next_power = p.end_power;
     if p.fin {
-        flow.fin |= FIN_CLIENT;
+        flow.client_fin = 1;
     }
     d
 }
@@ -447,7 +447,7 @@ pub(crate) fn server_segment<P: Policy + ?Sized, F: Flows + ?Sized>(
             note_ack(flow, lay.ack);
         }
         if flags & TCP_FIN != 0 {
-            flow.fin |= FIN_SERVER;
+            flow.server_fin = 1;
         }
         if flags & TCP_RST != 0 {
             flows.remove_flow(key);
@@ -489,13 +489,14 @@ fn no_flow(flags: u8, lay: &Layout) -> Decision {
 }
 
 /// Moves `acked` forward to what the server acknowledged, never past what
-/// the gateway passed (an ACK of its FIN counts one more).
+/// the gateway passed (an ACK of its FIN counts one more). Only `acked` is
+/// written here: the records belong to the client side, which drops the
+/// acknowledged ones itself (see [`FlowState`] on concurrency).
 #[inline(always)]
 fn note_ack(flow: &mut FlowState, ack: u32) {
     let judged = flow.judged_end;
     if seq_lt(flow.acked, ack) && seq_le(ack, judged.wrapping_add(1)) {
         flow.acked = if seq_lt(judged, ack) { judged } else { ack };
-        forget_acked(flow);
     }
 }
 

@@ -256,12 +256,14 @@ pub const FLOW_RESETTING: u8 = 2;
 /// dropped without a new event, and nothing after it is judged.
 pub const FLOW_DROPPED: u8 = 3;
 
-/// [`FlowState::fin`] bits.
-pub const FIN_CLIENT: u8 = 1;
-pub const FIN_SERVER: u8 = 2;
-
 /// What the gateway has judged of an established connection's client byte
 /// stream, and what the server has acknowledged of it.
+///
+/// Client segments and server segments of one connection may be judged on
+/// two CPUs at once (they arrive on different ports): each field has one
+/// writer. Client segments write everything but `acked` and `server_fin`;
+/// server segments write only those two (a stale `acked` read by the client
+/// side is lower, which only makes it compare more bytes).
 ///
 /// Sequence numbers compare modulo 2^32 (RFC 9293 section 3.4). Invariant:
 /// `acked <= judged_end`, and the live records cover `[acked', judged_end)`
@@ -281,14 +283,15 @@ pub struct FlowState {
     /// Conduit id that admitted the connection (for counters of responses).
     pub conduit: u16,
     pub state: u8,
-    /// `FIN_CLIENT` | `FIN_SERVER`.
-    pub fin: u8,
+    /// The client sent its FIN (written by client segments only).
+    pub client_fin: u8,
     /// Index of the oldest live record, and how many are live.
     pub head: u8,
     pub count: u8,
     /// Zone the server's packets must arrive from (the conduit's).
     pub server_zone: u8,
-    pub _pad: u8,
+    /// The server sent its FIN (written by server segments only).
+    pub server_fin: u8,
     /// The client's first data byte (ISN + 1): hash positions count from it.
     pub base: u32,
     /// Both lanes' `r^position(judged_end)` ([`crate::stream_hash::pack`]):
@@ -312,11 +315,11 @@ impl FlowState {
             denied_seq: 0,
             conduit,
             state: FLOW_ESTABLISHED,
-            fin: 0,
+            client_fin: 0,
             head: 0,
             count: 0,
             server_zone,
-            _pad: 0,
+            server_fin: 0,
             base: next,
             // r^0 in both lanes.
             next_power: 1 << 32 | 1,
